@@ -1,0 +1,259 @@
+"""Real OVN central (NB + SB ovsdb-servers, ovn-northd), OVS nodes
+(ovsdb-server + ovs-vswitchd) and ovn-controller, each in a private directory
+and optionally inside a network namespace."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from localcluster.procs import Daemon, DaemonSet, path_exists, run
+
+log = logging.getLogger(__name__)
+
+OVN_NB_SCHEMA = Path("/usr/share/ovn/ovn-nb.ovsschema")
+OVN_SB_SCHEMA = Path("/usr/share/ovn/ovn-sb.ovsschema")
+OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
+
+
+def require_binaries(*names: str) -> None:
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        raise FileNotFoundError(
+            f"missing {', '.join(missing)}: run hack/install-deps.sh (Debian packages "
+            "openvswitch-switch, ovn-central, ovn-host)"
+        )
+
+
+def tool_version(tool: str) -> str:
+    """First line of `<tool> --version`, e.g. 'ovn-nbctl 23.03.1'."""
+    return run([tool, "--version"]).splitlines()[0].strip()
+
+
+def _ovsdb_ready(remote: str, netns: str | None = None) -> bool:
+    return bool(run(["ovsdb-client", "--timeout=2", "list-dbs", remote], netns=netns,
+                    check=False, timeout=5).strip())
+
+
+def _ovsdb_server(name: str, db: Path, sock: Path, workdir: Path, netns: str | None,
+                  extra_remotes: tuple[str, ...] = ()) -> Daemon:
+    argv = ["ovsdb-server", str(db), f"--remote=punix:{sock}",
+            *(f"--remote={r}" for r in extra_remotes),
+            f"--unixctl={workdir / (name + '.ctl')}", f"--pidfile={workdir / (name + '.pid')}",
+            "--no-chdir", "-vconsole:info", "-vfile:off"]
+    return Daemon(name, argv, workdir / f"{name}.log", netns=netns,
+                  env={"OVS_RUNDIR": str(workdir), "OVS_DBDIR": str(workdir)})
+
+
+@dataclass
+class OvnCentral:
+    """NB and SB ovsdb-servers plus ovn-northd.
+
+    Clients reach the databases through unix sockets (these cross network
+    namespaces) and, when `tcp_host` is set, over TCP on that address.
+    """
+
+    workdir: Path
+    netns: str | None = None
+    tcp_host: str | None = None
+    nb_port: int = 6641
+    sb_port: int = 6642
+    daemons: DaemonSet = field(default_factory=DaemonSet)
+
+    @property
+    def nb_sock(self) -> Path:
+        return self.workdir / "ovnnb_db.sock"
+
+    @property
+    def sb_sock(self) -> Path:
+        return self.workdir / "ovnsb_db.sock"
+
+    @property
+    def nb_unix(self) -> str:
+        return f"unix:{self.nb_sock}"
+
+    @property
+    def sb_unix(self) -> str:
+        return f"unix:{self.sb_sock}"
+
+    @property
+    def nb_tcp(self) -> str | None:
+        return f"tcp:{self.tcp_host}:{self.nb_port}" if self.tcp_host else None
+
+    @property
+    def sb_tcp(self) -> str | None:
+        return f"tcp:{self.tcp_host}:{self.sb_port}" if self.tcp_host else None
+
+    def start(self) -> OvnCentral:
+        require_binaries("ovsdb-server", "ovsdb-tool", "ovn-northd", "ovn-nbctl")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_db("nb")
+            self.start_db("sb")
+            self.start_northd()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_db(self, which: str) -> Daemon:
+        schema = OVN_NB_SCHEMA if which == "nb" else OVN_SB_SCHEMA
+        db = self.workdir / f"ovn{which}_db.db"
+        if not db.exists():
+            run(["ovsdb-tool", "create", str(db), str(schema)])
+        sock = self.nb_sock if which == "nb" else self.sb_sock
+        port = self.nb_port if which == "nb" else self.sb_port
+        remotes = (f"ptcp:{port}:{self.tcp_host}",) if self.tcp_host else ()
+        d = self.daemons.start(_ovsdb_server(f"ovn{which}_db", db, sock, self.workdir,
+                                             self.netns, remotes))
+        d.wait_until(lambda: sock.exists() and _ovsdb_ready(f"unix:{sock}"),
+                     what="serving its unix socket")
+        if self.tcp_host:
+            d.wait_until(lambda: _ovsdb_ready(f"tcp:{self.tcp_host}:{port}", self.netns),
+                         what=f"serving TCP on {self.tcp_host}:{port}")
+        return d
+
+    def start_northd(self) -> Daemon:
+        d = self.daemons.start(Daemon(
+            "ovn-northd",
+            ["ovn-northd", f"--ovnnb-db={self.nb_unix}", f"--ovnsb-db={self.sb_unix}",
+             f"--unixctl={self.workdir / 'ovn-northd.ctl'}", "--no-chdir",
+             "-vconsole:info", "-vfile:off"],
+            self.workdir / "ovn-northd.log", netns=self.netns,
+            env={"OVN_RUNDIR": str(self.workdir)}))
+        d.wait_until(lambda: "active" in run(
+            ["ovn-appctl", "-t", str(self.workdir / "ovn-northd.ctl"), "status"],
+            check=False, timeout=5), what="active")
+        return d
+
+    def daemon(self, name: str) -> Daemon:
+        return next(d for d in self.daemons.daemons if d.name == name)
+
+    def nbctl(self, *args: str) -> str:
+        return run(["ovn-nbctl", f"--db={self.nb_unix}", *args])
+
+    def sbctl(self, *args: str) -> str:
+        return run(["ovn-sbctl", f"--db={self.sb_unix}", *args])
+
+    def stop(self) -> None:
+        self.daemons.stop()
+
+
+@dataclass
+class OvsNode:
+    """ovsdb-server + ovs-vswitchd with br-int (userspace datapath by default)."""
+
+    workdir: Path
+    netns: str | None = None
+    datapath_type: str = "netdev"
+    daemons: DaemonSet = field(default_factory=DaemonSet)
+
+    @property
+    def db_sock(self) -> Path:
+        return self.workdir / "db.sock"
+
+    @property
+    def db_unix(self) -> str:
+        return f"unix:{self.db_sock}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"OVS_RUNDIR": str(self.workdir), "OVS_DBDIR": str(self.workdir),
+                "OVN_RUNDIR": str(self.workdir)}
+
+    def start(self, bridge: str | None = "br-int") -> OvsNode:
+        require_binaries("ovsdb-server", "ovs-vswitchd", "ovs-vsctl")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            db = self.workdir / "conf.db"
+            if not db.exists():
+                run(["ovsdb-tool", "create", str(db), str(OVS_SCHEMA)])
+            d = self.daemons.start(_ovsdb_server("ovsdb-server", db, self.db_sock,
+                                                 self.workdir, self.netns))
+            d.wait_until(lambda: self.db_sock.exists() and _ovsdb_ready(self.db_unix),
+                         what="serving its unix socket")
+            self.vsctl("--no-wait", "init")
+            v = self.daemons.start(Daemon(
+                "ovs-vswitchd",
+                ["ovs-vswitchd", self.db_unix, f"--unixctl={self.workdir / 'ovs-vswitchd.ctl'}",
+                 f"--pidfile={self.workdir / 'ovs-vswitchd.pid'}", "--no-chdir",
+                 "-vconsole:info", "-vfile:off"],
+                self.workdir / "ovs-vswitchd.log", netns=self.netns, env=self.env))
+            v.wait_until(path_exists(self.workdir / "ovs-vswitchd.ctl"), what="listening")
+            if bridge:
+                self.add_bridge(bridge)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def vsctl(self, *args: str, timeout: float = 30) -> str:
+        return run(["ovs-vsctl", f"--db={self.db_unix}", "--timeout=20", *args],
+                   netns=self.netns, timeout=timeout)
+
+    def ofctl(self, *args: str) -> str:
+        return run(["ovs-ofctl", *args], netns=self.netns, env=self.env)
+
+    def appctl(self, *args: str) -> str:
+        return run(["ovs-appctl", "-t", str(self.workdir / "ovs-vswitchd.ctl"), *args],
+                   netns=self.netns)
+
+    def add_bridge(self, name: str, **other: str) -> None:
+        # Without --no-wait this returns once ovs-vswitchd has made the bridge.
+        sets = [f"{k}={v}" for k, v in other.items()]
+        self.vsctl("--may-exist", "add-br", name, "--", "set", "Bridge", name,
+                   f"datapath_type={self.datapath_type}", *sets)
+
+    def add_port(self, bridge: str, port: str, **external_ids: str) -> None:
+        args = ["--may-exist", "add-port", bridge, port]
+        if external_ids:
+            args += ["--", "set", "Interface", port,
+                     *(f'external_ids:{k}="{v}"' for k, v in external_ids.items())]
+        self.vsctl(*args)
+
+    def stop(self) -> None:
+        # `exit --cleanup` makes ovs-vswitchd remove its datapath and the tap
+        # devices of internal ports; a plain SIGTERM leaves them behind.
+        vswitchd = next((d for d in self.daemons.daemons if d.name == "ovs-vswitchd"), None)
+        if vswitchd and vswitchd.alive():
+            run(["ovs-appctl", "-t", str(self.workdir / "ovs-vswitchd.ctl"), "exit", "--cleanup"],
+                netns=self.netns, check=False, timeout=15)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                assert vswitchd.proc is not None
+                vswitchd.proc.wait(10)
+        self.daemons.stop()
+
+
+@dataclass
+class OvnController:
+    """ovn-controller for one OvsNode, registered as chassis `system_id`."""
+
+    node: OvsNode
+    sb_remote: str
+    system_id: str
+    encap_ip: str
+    daemons: DaemonSet = field(default_factory=DaemonSet)
+
+    def start(self) -> OvnController:
+        require_binaries("ovn-controller")
+        self.node.vsctl(
+            "set", "Open_vSwitch", ".",
+            f"external_ids:system-id={self.system_id}",
+            f'external_ids:ovn-remote="{self.sb_remote}"',
+            "external_ids:ovn-encap-type=geneve",
+            f"external_ids:ovn-encap-ip={self.encap_ip}",
+            f"external_ids:ovn-bridge-datapath-type={self.node.datapath_type}",
+        )
+        self.daemons.start(Daemon(
+            "ovn-controller",
+            ["ovn-controller", self.node.db_unix, "--no-chdir", "-vconsole:info", "-vfile:off",
+             f"--pidfile={self.node.workdir / 'ovn-controller.pid'}"],
+            self.node.workdir / "ovn-controller.log", netns=self.node.netns, env=self.node.env))
+        return self
+
+    def stop(self) -> None:
+        self.daemons.stop()
