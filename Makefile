@@ -10,7 +10,7 @@ deps:
 	bash hack/install-deps.sh
 
 lint: deps
-	$(VENV)/bin/ruff check ovnkube northd_sync node cni localcluster tests bench
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 test: lint

@@ -1,0 +1,157 @@
+"""Configuration shared by master and node: flags, environment, validation.
+
+Every value can come from a flag or from an environment variable (`OVNKUBE_`
+plus the flag name in upper case with underscores). Bad values are rejected at
+start with a message that names the flag and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from ovnkube.annotations import IPNetwork
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ClusterSubnet:
+    """A cluster CIDR and the prefix length each node gets from it."""
+
+    cidr: IPNetwork
+    host_prefix: int
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterSubnet:
+        """'10.244.0.0/16/24' or '10.244.0.0/16' (then /24 for IPv4, /64 for IPv6)."""
+        parts = text.strip().split("/")
+        try:
+            if len(parts) == 3:
+                cidr = ipaddress.ip_network(f"{parts[0]}/{parts[1]}", strict=True)
+                host_prefix = int(parts[2])
+            elif len(parts) == 2:
+                cidr = ipaddress.ip_network(text.strip(), strict=True)
+                host_prefix = 24 if cidr.version == 4 else 64
+            else:
+                raise ValueError("want CIDR or CIDR/hostPrefix")
+        except ValueError as e:
+            raise ConfigError(f"--cluster-subnets {text!r}: {e}") from None
+        if not cidr.prefixlen <= host_prefix <= cidr.max_prefixlen - 2:
+            raise ConfigError(
+                f"--cluster-subnets {text!r}: host prefix /{host_prefix} must be between "
+                f"/{cidr.prefixlen} and /{cidr.max_prefixlen - 2}")
+        return cls(cidr, host_prefix)
+
+    def __str__(self) -> str:
+        return f"{self.cidr}/{self.host_prefix}"
+
+
+def parse_cidr(flag: str, text: str) -> IPNetwork:
+    try:
+        return ipaddress.ip_network(text.strip(), strict=True)
+    except ValueError as e:
+        raise ConfigError(f"{flag} {text!r}: {e}") from None
+
+
+def check_remote(flag: str, text: str) -> str:
+    """OVSDB remotes: unix:PATH, tcp:IP:PORT, ssl:IP:PORT, comma-separated."""
+    for r in text.split(","):
+        kind, _, rest = r.strip().partition(":")
+        if kind == "unix" and rest:
+            continue
+        if kind in ("tcp", "ssl"):
+            host, _, port = rest.rpartition(":")
+            try:
+                ipaddress.ip_address(host.strip("[]"))
+                if 0 < int(port) < 65536:
+                    continue
+            except ValueError:
+                pass
+        raise ConfigError(f"{flag} {text!r}: {r.strip()!r} is not unix:PATH, tcp:IP:PORT "
+                          "or ssl:IP:PORT")
+    return text
+
+
+DEFAULT_CLUSTER_SUBNET = ClusterSubnet.parse("10.244.0.0/16/24")
+DEFAULT_SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
+DEFAULT_JOIN_SUBNET = ipaddress.ip_network("100.64.0.0/16")
+
+
+@dataclass(frozen=True)
+class Config:
+    cluster_subnets: tuple[ClusterSubnet, ...] = (DEFAULT_CLUSTER_SUBNET,)
+    service_cidrs: tuple[IPNetwork, ...] = (DEFAULT_SERVICE_CIDR,)
+    join_subnet: IPNetwork = DEFAULT_JOIN_SUBNET
+    mtu: int = 1400
+    nb_address: str = ""
+    sb_address: str = ""
+    nb_ssl: tuple[str, str, str] | None = None  # key, cert, CA
+    kubeconfig: str = ""
+    node_name: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> Config:
+        if not 576 <= self.mtu <= 9000:
+            raise ConfigError(f"--mtu {self.mtu}: must be between 576 and 9000")
+        nets = [s.cidr for s in self.cluster_subnets] + list(self.service_cidrs) + [
+            self.join_subnet]
+        for i, a in enumerate(nets):
+            for b in nets[i + 1:]:
+                if a.version == b.version and a.overlaps(b):
+                    raise ConfigError(f"subnets {a} and {b} overlap; cluster, service and "
+                                      "join subnets must be distinct")
+        return self
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get("OVNKUBE_" + name.upper().replace("-", "_"), default)
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster-subnets", default=_env("cluster-subnets", "10.244.0.0/16/24"),
+                   help="comma-separated CIDR[/hostPrefix] (default 10.244.0.0/16/24)")
+    p.add_argument("--k8s-service-cidr", default=_env("k8s-service-cidr", "10.96.0.0/16"))
+    p.add_argument("--join-subnet", default=_env("join-subnet", "100.64.0.0/16"))
+    p.add_argument("--mtu", default=_env("mtu", "1400"))
+    p.add_argument("--nb-address", default=_env("nb-address", ""),
+                   help="OVN NB remote(s): unix:PATH, tcp:IP:PORT, ssl:IP:PORT")
+    p.add_argument("--sb-address", default=_env("sb-address", ""))
+    p.add_argument("--nb-client-privkey", default=_env("nb-client-privkey", ""))
+    p.add_argument("--nb-client-cert", default=_env("nb-client-cert", ""))
+    p.add_argument("--nb-client-cacert", default=_env("nb-client-cacert", ""))
+    p.add_argument("--k8s-kubeconfig", default=_env("k8s-kubeconfig", ""),
+                   help="kubeconfig path; empty: in-cluster config")
+    p.add_argument("--node-name", default=_env("node-name", os.environ.get("NODE_NAME", "")))
+    p.add_argument("-v", "--loglevel", default=_env("loglevel", "info"))
+
+
+def from_args(a: argparse.Namespace) -> Config:
+    try:
+        mtu = int(a.mtu)
+    except ValueError:
+        raise ConfigError(f"--mtu {a.mtu!r}: not a number") from None
+    ssl_parts = (a.nb_client_privkey, a.nb_client_cert, a.nb_client_cacert)
+    if any(ssl_parts) and not all(ssl_parts):
+        raise ConfigError("--nb-client-privkey, --nb-client-cert and --nb-client-cacert "
+                          "go together")
+    for path in filter(None, ssl_parts):
+        if not os.path.exists(path):
+            raise ConfigError(f"SSL file {path!r} does not exist")
+    return Config(
+        cluster_subnets=tuple(ClusterSubnet.parse(s) for s in a.cluster_subnets.split(",")
+                              if s.strip()),
+        service_cidrs=tuple(parse_cidr("--k8s-service-cidr", s)
+                            for s in a.k8s_service_cidr.split(",") if s.strip()),
+        join_subnet=parse_cidr("--join-subnet", a.join_subnet),
+        mtu=mtu,
+        nb_address=check_remote("--nb-address", a.nb_address) if a.nb_address else "",
+        sb_address=check_remote("--sb-address", a.sb_address) if a.sb_address else "",
+        nb_ssl=ssl_parts if all(ssl_parts) else None,
+        kubeconfig=a.k8s_kubeconfig,
+        node_name=a.node_name,
+    ).validate()
