@@ -237,9 +237,21 @@ class OvnController:
     system_id: str
     encap_ip: str
     daemons: DaemonSet = field(default_factory=DaemonSet)
+    #: False when the node agent writes the chassis settings itself
+    configure: bool = True
 
     def start(self) -> OvnController:
         require_binaries("ovn-controller")
+        if self.configure:
+            self.configure_chassis()
+        self.daemons.start(Daemon(
+            "ovn-controller",
+            ["ovn-controller", self.node.db_unix, "--no-chdir", "-vconsole:info", "-vfile:off",
+             f"--pidfile={self.node.workdir / 'ovn-controller.pid'}"],
+            self.node.workdir / "ovn-controller.log", netns=self.node.netns, env=self.node.env))
+        return self
+
+    def configure_chassis(self) -> None:
         self.node.vsctl(
             "set", "Open_vSwitch", ".",
             f"external_ids:system-id={self.system_id}",
@@ -248,12 +260,6 @@ class OvnController:
             f"external_ids:ovn-encap-ip={self.encap_ip}",
             f"external_ids:ovn-bridge-datapath-type={self.node.datapath_type}",
         )
-        self.daemons.start(Daemon(
-            "ovn-controller",
-            ["ovn-controller", self.node.db_unix, "--no-chdir", "-vconsole:info", "-vfile:off",
-             f"--pidfile={self.node.workdir / 'ovn-controller.pid'}"],
-            self.node.workdir / "ovn-controller.log", netns=self.node.netns, env=self.node.env))
-        return self
 
     def stop(self) -> None:
         self.daemons.stop()

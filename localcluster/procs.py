@@ -124,6 +124,35 @@ class DaemonSet:
             raise errors[0]
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child counts as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """Stop a daemon we started in an earlier process (by its process group)."""
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.05)
+
+
 def run(argv: Sequence[str], netns: str | None = None, env: dict[str, str] | None = None,
         check: bool = True, timeout: float = 60.0, input: str | None = None) -> str:
     """Run a short command (in a netns if given) and return its stdout."""

@@ -15,7 +15,8 @@ MARK = "/tmp/ovk-"
 NETNS_PREFIX = "ovk"
 
 
-def our_pids() -> list[int]:
+def our_pids(marker: str = MARK) -> list[int]:
+    """Processes whose command line mentions `marker` (a directory of ours)."""
     pids = []
     for p in Path("/proc").iterdir():
         if not p.name.isdigit() or int(p.name) == os.getpid():
@@ -24,7 +25,7 @@ def our_pids() -> list[int]:
             cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if MARK in cmd:
+        if marker in cmd:
             pids.append(int(p.name))
     return pids
 

@@ -1,0 +1,163 @@
+"""Master throughput: 1,000 pods on 20 nodes created at once against a real
+kube-apiserver; time from create to annotated + logical switch port in the NB.
+
+    .venv/bin/python bench/bench_master.py [--pods 1000] [--nodes 20]
+
+Prints pods/s, p50/p99 per-pod latency and the master's peak RSS. The
+baseline printed beside it is the apiserver alone: the same pods created and
+each patched once with an annotation by the benchmark itself (no OVN), which
+is the ceiling for anything that must write one annotation per pod.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import secrets
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from kubernetes import client  # noqa: E402
+
+from localcluster import netns as nets  # noqa: E402
+from localcluster.kube import KubeControlPlane, control_plane_netns  # noqa: E402
+from localcluster.ovn import OvnCentral  # noqa: E402
+from localcluster.procs import Daemon  # noqa: E402
+from ovnkube.annotations import POD_NETWORKS  # noqa: E402
+from ovnkube.informer import Informer  # noqa: E402
+from ovnkube.kubeclient import ResourceAPI, patch_annotations, pod_path  # noqa: E402
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def create_pods(core: client.CoreV1Api, ns: str, names: list[str], nodes: list[str],
+                created: dict[str, float]) -> None:
+    def one(i_name: tuple[int, str]) -> None:
+        i, name = i_name
+        created[name] = time.monotonic()
+        core.create_namespaced_pod(ns, client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),
+            spec=client.V1PodSpec(node_name=nodes[i % len(nodes)],
+                                  automount_service_account_token=False,
+                                  containers=[client.V1Container(name="c", image="pause")])))
+    with cf.ThreadPoolExecutor(16) as ex:
+        list(ex.map(one, enumerate(names)))
+
+
+def make_ns(core: client.CoreV1Api, ns: str) -> None:
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    core.create_namespaced_service_account(ns, client.V1ServiceAccount(
+        metadata=client.V1ObjectMeta(name="default")))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=1000)
+    ap.add_argument("--nodes", type=int, default=20)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ovk-bench-", dir="/tmp"))
+    ns_set = nets.NetnsSet(f"ovkb{secrets.token_hex(2)}-")
+    cp = central = master = None
+    try:
+        central = OvnCentral(work / "central").start()
+        cp = KubeControlPlane(work / "kube", control_plane_netns(ns_set, "172.31.255.1"),
+                              "172.31.255.1").start()
+        api = cp.api_client()
+        core = client.CoreV1Api(api)
+        nodes = [f"node{i}" for i in range(args.nodes)]
+        for n in nodes:
+            core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=n)))
+
+        # Baseline: the apiserver alone, one create and one annotation patch per pod.
+        make_ns(core, "baseline")
+        names = [f"b{i}" for i in range(args.pods)]
+        t0 = time.monotonic()
+        create_pods(core, "baseline", names, nodes, {})
+        with cf.ThreadPoolExecutor(16) as ex:
+            list(ex.map(lambda n: patch_annotations(api, pod_path("baseline", n),
+                                                    {"bench": "x"}), names))
+        base = time.monotonic() - t0
+        core.delete_namespace("baseline")
+
+        master = Daemon("master", [sys.executable, "-m", "ovnkube.cli", "master",
+                                   f"--nb-address={central.nb_unix}",
+                                   f"--k8s-kubeconfig={cp.kubeconfig}", "--loglevel=warning",
+                                   "--no-leader-elect"],
+                        work / "master.log", env={"PYTHONPATH": str(ROOT)}).start()
+        ns = "bench"
+        make_ns(core, ns)
+        created: dict[str, float] = {}
+        annotated: dict[str, float] = {}
+        wired: dict[str, float] = {}
+        names = [f"p{i}" for i in range(args.pods)]
+
+        inf = Informer(ResourceAPI(api, f"/api/v1/namespaces/{ns}/pods", "Pod"))
+
+        def on_pod(key: str, old: dict | None, new: dict | None) -> None:  # type: ignore[type-arg]
+            if new and POD_NETWORKS in (new["metadata"].get("annotations") or {}):
+                annotated.setdefault(new["metadata"]["name"], time.monotonic())
+        inf.add_handler(on_pod)
+        inf.start()
+        inf.wait_synced(30)
+        done = threading.Event()
+
+        def poll_nb() -> None:
+            while not done.is_set():
+                out = json.loads(central.nbctl("--format=json", "--columns=name", "list",
+                                               "Logical_Switch_Port"))
+                now = time.monotonic()
+                for (name,) in out["data"]:
+                    if name.startswith(f"{ns}_"):
+                        wired.setdefault(name[len(ns) + 1:], now)
+                time.sleep(0.05)
+        poller = threading.Thread(target=poll_nb, daemon=True)
+        poller.start()
+        t0 = time.monotonic()
+        create_pods(core, ns, names, nodes, created)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not (len(annotated) == len(wired) == args.pods):
+            time.sleep(0.05)
+        done.set()
+        inf.stop()
+        if len(annotated) < args.pods or len(wired) < args.pods:
+            print(f"incomplete: {len(annotated)} annotated, {len(wired)} wired")
+        lat = [max(annotated[n], wired[n]) - created[n] for n in names
+               if n in annotated and n in wired]
+        total = max(max(annotated[n], wired[n]) for n in names
+                    if n in annotated and n in wired) - t0
+        print(f"pods: {args.pods} on {args.nodes} nodes")
+        print(f"master: {args.pods / total:.0f} pods/s (create -> annotated + LSP), "
+              f"total {total:.1f}s")
+        print(f"per-pod latency: p50 {pct(lat, 0.5) * 1000:.0f} ms, "
+              f"p99 {pct(lat, 0.99) * 1000:.0f} ms")
+        print(f"master peak RSS: {peak_rss_mb(master.pid):.0f} MiB")
+        print(f"baseline (apiserver alone: create + 1 patch per pod): "
+              f"{args.pods / base:.0f} pods/s; master/baseline = {base / total:.2f}")
+    finally:
+        for part in (master, cp, central):
+            if part is not None:
+                part.stop()
+        ns_set.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

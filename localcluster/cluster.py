@@ -1,0 +1,358 @@
+"""A whole cluster out of network namespaces: what `ovnkube-local up` builds.
+
+    root namespace (loopback only)
+      127.0.0.1:<port>  --portforward-->  <cp>:6443
+    <prefix>-ul     underlay: Linux bridge br-ul, 172.18.<i>.1/24 (the nodes' next hop)
+    <prefix>-cp     control plane: etcd, kube-apiserver, kube-controller-manager,
+                    kube-scheduler, OVN NB/SB + ovn-northd, ovnkube master; 172.18.<i>.2
+    <prefix>-<node> per node: ovsdb-server, ovs-vswitchd (netdev), ovn-controller,
+                    ovnkube node (br-ex carries eth0 and the node IP 172.18.<i>.1x),
+                    the netns-kubelet; each pod gets a namespace of its own
+
+Everything lives under /tmp/ovk-local-<name>/ and in namespaces named
+`ovk-<name>-*`; the daemons outlive the `up` command and are found again from
+state.json by `down` and `status`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from localcluster import netns as nets
+from localcluster.kube import KubeControlPlane, kube_bin
+from localcluster.ovn import OvnCentral, OvnController, OvsNode
+from localcluster.procs import Daemon, pid_alive, run, stop_pid
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = Path("/tmp")
+CLUSTER_CIDR = "10.244.0.0/16/24"
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+def cluster_dir(name: str) -> Path:
+    return BASE / f"ovk-local-{name}"
+
+
+def netns_prefix(name: str) -> str:
+    return f"ovk-{name}-"
+
+
+def check_name(name: str) -> str:
+    if not name or len(name) > 12 or not all(c.isalnum() or c == "-" for c in name) \
+            or not name[0].isalpha():
+        raise ValueError(f"cluster name {name!r}: want 1-12 letters, digits or '-', "
+                         "starting with a letter")
+    return name
+
+
+def node_names(name: str, count: int) -> list[str]:
+    return [f"{name}-worker" + (str(i + 1) if i else "") for i in range(count)]
+
+
+@dataclass
+class DaemonRecord:
+    name: str
+    pid: int
+    netns: str | None
+    log: str
+
+
+@dataclass
+class State:
+    name: str
+    index: int
+    nodes: list[str]
+    dir: str
+    api_port: int = 0
+    daemons: list[DaemonRecord] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    ovs_nodes: dict[str, str] = field(default_factory=dict)  # node -> its OVS dir
+
+    @property
+    def underlay(self) -> ipaddress.IPv4Network:
+        return ipaddress.IPv4Network(f"172.18.{self.index}.0/24")
+
+    def ip(self, host: int) -> str:
+        return str(self.underlay.network_address + host)
+
+    @property
+    def cp_ip(self) -> str:
+        return self.ip(2)
+
+    def node_ip(self, node: str) -> str:
+        return self.ip(10 + self.nodes.index(node))
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.dir) / "kube" / "admin.kubeconfig"
+
+    @property
+    def inner_kubeconfig(self) -> Path:
+        return Path(self.dir) / "kube" / "cluster.kubeconfig"
+
+    @property
+    def nb_sock(self) -> Path:
+        return Path(self.dir) / "central" / "ovnnb_db.sock"
+
+    @property
+    def sb_sock(self) -> Path:
+        return Path(self.dir) / "central" / "ovnsb_db.sock"
+
+    def netns(self, suffix: str) -> str:
+        return f"{netns_prefix(self.name)}{suffix}"
+
+    def node_netns(self, node: str) -> str:
+        return self.netns(f"n{self.nodes.index(node) + 1}")
+
+    def node_dir(self, node: str) -> Path:
+        return Path(self.dir) / node
+
+    def save(self) -> None:
+        p = Path(self.dir) / "state.json"
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.rename(p)
+
+    @classmethod
+    def load(cls, name: str) -> State:
+        p = cluster_dir(name) / "state.json"
+        try:
+            data = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise LookupError(f"no cluster named {name!r} (no {p})") from None
+        data["daemons"] = [DaemonRecord(**d) for d in data.get("daemons", [])]
+        return cls(**data)
+
+
+def used_indexes() -> set[int]:
+    found = set()
+    for p in BASE.glob("ovk-local-*/state.json"):
+        with contextlib.suppress(Exception):
+            found.add(int(json.loads(p.read_text())["index"]))
+    return found
+
+
+Progress = Callable[[str], None]
+
+
+class Cluster:
+    def __init__(self, state: State, progress: Progress | None = None) -> None:
+        self.s = state
+        self.progress = progress or (lambda msg: None)
+        self._t0 = time.monotonic()
+
+    # --- bring-up ------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str, nodes: int, progress: Progress | None = None) -> Cluster:
+        check_name(name)
+        if not 1 <= nodes <= 50:
+            raise ValueError(f"--nodes {nodes}: want 1 to 50")
+        d = cluster_dir(name)
+        if (d / "state.json").exists():
+            raise FileExistsError(f"cluster {name!r} exists; `ovnkube-local down --name {name}` "
+                                  "first")
+        stale = nets.list_netns(netns_prefix(name))
+        if stale:
+            raise FileExistsError(f"namespaces of an earlier cluster {name!r} remain: "
+                                  f"{', '.join(stale)}; run `ovnkube-local down --name {name}`")
+        index = next(i for i in range(0, 250) if i not in used_indexes())
+        d.mkdir(parents=True, exist_ok=True)
+        state = State(name, index, node_names(name, nodes), str(d))
+        state.save()
+        c = cls(state, progress)
+        try:
+            c._up()
+        except BaseException:
+            c.step("bring-up failed; removing what was made")
+            c.down()
+            raise
+        return c
+
+    def step(self, msg: str) -> None:
+        self.progress(f"[{time.monotonic() - self._t0:5.1f}s] {msg}")
+
+    def _record(self, d: Daemon) -> None:
+        self.s.daemons.append(DaemonRecord(d.name, d.pid, d.netns, str(d.log_path)))
+        self.s.save()
+
+    def _ns(self, suffix: str) -> str:
+        name = nets.create_netns(self.s.netns(suffix))
+        self.s.namespaces.append(name)
+        self.s.save()
+        return name
+
+    def _up(self) -> None:
+        s = self.s
+        base = Path(s.dir)
+        self.step(f"underlay {s.underlay} (namespace {s.netns('ul')})")
+        ul = self._ns("ul")
+        nets.add_bridge("br-ul", ul)
+        nets.add_address("br-ul", f"{s.ip(1)}/24", ul)
+        # The userspace datapath drops packets whose checksum was left to offload.
+        run(["ethtool", "-K", "br-ul", "tx", "off"], netns=ul, check=False)
+
+        self.step("control plane namespace")
+        cp = self._ns("cp")
+        self._uplink(ul, cp, "v-cp", s.cp_ip)
+
+        self.step("OVN central: NB, SB, ovn-northd")
+        central = OvnCentral(base / "central", netns=cp, tcp_host=s.cp_ip)
+        central.start()
+        for d in central.daemons.daemons:
+            self._record(d)
+
+        self.step("Kubernetes control plane: etcd, kube-apiserver, controller-manager, scheduler")
+        kube = KubeControlPlane(base / "kube", cp, s.cp_ip, controllers=["*"], scheduler=True)
+        try:
+            kube.start()
+        finally:
+            for d in kube.daemons.daemons:
+                self._record(d)
+        s.api_port = kube.local_port
+        s.save()
+
+        self.step("ovnkube master")
+        master = Daemon("ovnkube-master", [
+            sys.executable, "-m", "ovnkube.cli", "master", f"--nb-address=unix:{s.nb_sock}",
+            f"--k8s-kubeconfig={s.inner_kubeconfig}", f"--cluster-subnets={CLUSTER_CIDR}",
+            f"--k8s-service-cidr={SERVICE_CIDR}", "--lease-namespace=kube-system",
+        ], base / "ovnkube-master.log", netns=cp, env={"PYTHONPATH": str(ROOT)}).start()
+        self._record(master)
+
+        for node in s.nodes:
+            self.step(f"node {node}: OVS, ovn-controller, ovnkube node, kubelet")
+            self._node_up(node, ul)
+        self.step("waiting for nodes to be Ready")
+        self.wait_nodes_ready(timeout=180)
+        self.step(f"cluster {s.name!r} is up")
+
+    def _uplink(self, ul: str, ns: str, ul_end: str, ip: str) -> None:
+        nets.add_veth(ul_end, "eth0", ul, ns)
+        nets.set_master(ul_end, "br-ul", ul)
+        nets.add_address("eth0", f"{ip}/24", ns)
+        run(["ethtool", "-K", ul_end, "tx", "off"], netns=ul, check=False)
+        run(["ethtool", "-K", "eth0", "tx", "off"], netns=ns, check=False)
+
+    def _node_up(self, node: str, ul: str) -> None:
+        s = self.s
+        idx = s.nodes.index(node) + 1
+        ns = self._ns(f"n{idx}")
+        self._uplink(ul, ns, f"v-n{idx}", s.node_ip(node))
+        nets.add_route("0.0.0.0/0", gateway=s.ip(1), ns=ns)
+        d = s.node_dir(node)
+        ovs = OvsNode(d / "ovs", netns=ns)
+        ovs.start(bridge=None)
+        s.ovs_nodes[node] = str(ovs.workdir)
+        for dm in ovs.daemons.daemons:
+            self._record(dm)
+        cni_bin, cni_conf = d / "cni" / "bin", d / "cni" / "net.d"
+        kubelet = Daemon("kubelet", [
+            sys.executable, "-m", "localcluster.kubelet", f"--node-name={node}",
+            f"--kubeconfig={s.inner_kubeconfig}", f"--cni-conf-dir={cni_conf}",
+            f"--cni-bin-dir={cni_bin}", f"--pod-netns-prefix={s.netns(f'p{idx}-')}",
+            f"--state-dir={d / 'kubelet'}", f"--node-ip={s.node_ip(node)}",
+        ], d / "kubelet.log", netns=ns, env={"PYTHONPATH": str(ROOT)}).start()
+        self._record(kubelet)
+        agent = Daemon("ovnkube-node", [
+            sys.executable, "-m", "ovnkube.cli", "node", f"--node-name={node}",
+            f"--k8s-kubeconfig={s.inner_kubeconfig}", f"--sb-address=tcp:{s.cp_ip}:6642",
+            f"--ovs-db={ovs.db_unix}", f"--ovs-rundir={ovs.workdir}", "--datapath-type=netdev",
+            f"--encap-ip={s.node_ip(node)}", "--gateway-interface=eth0",
+            f"--gateway-nexthop={s.ip(1)}", f"--cni-bin-dir={cni_bin}",
+            f"--cni-conf-dir={cni_conf}", f"--cni-socket={d / 'cni.sock'}",
+            f"--cni-log-file={d / 'cni.log'}", f"--cluster-subnets={CLUSTER_CIDR}",
+            f"--k8s-service-cidr={SERVICE_CIDR}",
+        ], d / "ovnkube-node.log", netns=ns, env={"PYTHONPATH": str(ROOT)}).start()
+        self._record(agent)
+        ctl = OvnController(ovs, f"tcp:{s.cp_ip}:6642", node, s.node_ip(node), configure=False)
+        ctl.start()
+        for dm in ctl.daemons.daemons:
+            self._record(dm)
+
+    # --- queries -------------------------------------------------------------
+    def kubectl(self, *args: str, timeout: float = 60) -> str:
+        return run([kube_bin("kubectl"), f"--kubeconfig={self.s.kubeconfig}", *args],
+                   timeout=timeout)
+
+    def nbctl(self, *args: str) -> str:
+        return run(["ovn-nbctl", f"--db=unix:{self.s.nb_sock}", *args])
+
+    def sbctl(self, *args: str) -> str:
+        return run(["ovn-sbctl", f"--db=unix:{self.s.sb_sock}", *args])
+
+    def vsctl(self, node: str, *args: str) -> str:
+        return run(["ovs-vsctl", f"--db=unix:{Path(self.s.ovs_nodes[node]) / 'db.sock'}",
+                    *args])
+
+    def wait_nodes_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        want = set(self.s.nodes)
+        while True:
+            self.check_daemons()
+            out = run([kube_bin("kubectl"), f"--kubeconfig={self.s.kubeconfig}", "get", "nodes",
+                       "-o", "jsonpath={range .items[*]}{.metadata.name} "
+                       "{.status.conditions[?(@.type==\"Ready\")].status} "
+                       "{.metadata.annotations.k8s\\.ovn\\.org/node-subnets}{\"\\n\"}{end}"],
+                      check=False, timeout=20)
+            ready = {ln.split()[0] for ln in out.splitlines()
+                     if len(ln.split()) >= 3 and ln.split()[1] == "True"}
+            if want <= ready:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes not Ready with a subnet after {timeout:.0f}s: "
+                                   f"{', '.join(sorted(want - ready))}; see logs in {self.s.dir}")
+            time.sleep(0.5)
+
+    def check_daemons(self) -> None:
+        dead = [d for d in self.s.daemons if not pid_alive(d.pid)]
+        if dead:
+            from localcluster.procs import log_tail
+            d = dead[0]
+            raise RuntimeError(f"{d.name} (pid {d.pid}) exited; last log lines:\n"
+                               f"{log_tail(Path(d.log))}")
+
+    def status(self) -> list[tuple[str, str, str]]:
+        rows = []
+        for d in self.s.daemons:
+            rows.append((d.name, d.netns or "-", "running" if pid_alive(d.pid) else "DEAD"))
+        return rows
+
+    # --- tear-down -----------------------------------------------------------
+    def down(self) -> None:
+        s = self.s
+        by_name: dict[str, list[DaemonRecord]] = {}
+        for d in s.daemons:
+            by_name.setdefault(d.name, []).append(d)
+        # Kubelets first: they stop pods and run CNI DEL while the agents still serve.
+        for d in by_name.get("kubelet", []):
+            stop_pid(d.pid, timeout=30)
+        for node, ovs_dir in s.ovs_nodes.items():
+            ctl = Path(ovs_dir) / "ovs-vswitchd.ctl"
+            if ctl.exists():
+                run(["ovs-appctl", "-t", str(ctl), "exit", "--cleanup"],
+                    netns=s.node_netns(node), check=False, timeout=15)
+        for d in reversed(s.daemons):
+            stop_pid(d.pid)
+        # Pod namespaces a kubelet could not remove, then ours.
+        for ns in nets.list_netns(netns_prefix(s.name)):
+            with contextlib.suppress(Exception):
+                nets.delete_netns(ns)
+        from localcluster.sweep import our_pids
+        for pid in our_pids(marker=s.dir):
+            stop_pid(pid, timeout=3)
+        shutil.rmtree(s.dir, ignore_errors=True)
+
+
+def load(name: str) -> Cluster:
+    return Cluster(State.load(check_name(name)))

@@ -1,0 +1,230 @@
+"""`ovnkube node`: register the chassis, bring up the gateway bridge and the
+management port, serve CNI, and install the CNI config once ready."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from node import netlink
+from node.cniserver import BRIDGE, CniHandler, CniServer
+from node.install import install_conflist, install_shim
+from node.kube import Kube, PodCache
+from node.options import NodeOptions
+from node.ovs import Ovs
+from ovnkube.annotations import (
+    L3_GATEWAY_CONFIG,
+    NODE_CHASSIS_ID,
+    NODE_MGMT_PORT_MAC,
+    NODE_PRIMARY_IFADDR,
+    NODE_SUBNETS,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    L3GatewayConfig,
+    mac_from_ip,
+    parse_node_subnets,
+)
+from ovnkube.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+MGMT_PORT = "ovn-k8s-mp0"
+GATEWAY_BRIDGE = "br-ex"
+PHYSNET = "physnet"
+
+
+@dataclass(frozen=True)
+class Gateway:
+    addresses: list[IPInterface]
+    mac: str
+    next_hops: list[IPAddress]
+
+
+@dataclass
+class Agent:
+    opts: NodeOptions
+    ovs: Ovs | None = None
+    kube: Kube | None = None
+    pods: PodCache | None = None
+    server: CniServer | None = None
+    chassis_id: str = ""
+    _ready: str = "starting"
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def not_ready(self) -> str:
+        if self._ready:
+            return self._ready
+        if self.ovs is not None and not self.ovs.connected():
+            return f"not connected to the local OVS database {self.opts.ovs_db}"
+        return ""
+
+    @property
+    def netdev(self) -> bool:
+        return self.opts.datapath_type == "netdev"
+
+    def start(self) -> None:
+        o = self.opts
+        self.ovs = Ovs(o.ovs_db)
+        self.kube = Kube(o.common.kubeconfig, o.node_name)
+        self.pods = PodCache(self.kube).start()
+        handler = CniHandler(
+            ovs=self.ovs, pods=self.pods, kube=self.kube, mtu=o.common.mtu, netdev=self.netdev,
+            annotation_timeout=o.pod_annotation_timeout,
+            ovn_installed_timeout=o.ovn_installed_timeout, not_ready=self.not_ready)
+        # Serve from the start: STATUS says "not ready" (code 50) until we are.
+        self.server = CniServer(o.cni_socket, handler).start()
+        self._ready = "registering the chassis"
+        gateway = self.setup_gateway() if o.gateway_interface else None
+        self.register_chassis(gateway)
+        self._ready = f"waiting for annotation {NODE_SUBNETS} on node {o.node_name}"
+        subnets = self.wait_node_subnets()
+        self.setup_management_port(subnets)
+        self._ready = "waiting for the pod informer to sync"
+        if not self.pods.synced.wait(o.node_subnet_timeout):
+            raise TimeoutError("the pod list from the apiserver did not arrive")
+        install_shim(o.cni_bin_dir, o.cni_python)
+        install_conflist(o.cni_conf_dir, o.cni_socket, o.cni_log_file, o.common.mtu)
+        self._ready = ""
+        log.info("node %s ready: chassis %s, CNI server on %s", o.node_name, self.chassis_id,
+                 o.cni_socket)
+
+    def run(self) -> int:
+        try:
+            self.start()
+            self._stop.wait()
+            return 0
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        steps: list[tuple[str, object | None, str]] = [
+            ("CNI server", self.server, "stop"), ("pod watch", self.pods, "stop"),
+            ("OVS connection", self.ovs, "close"), ("Kubernetes client", self.kube, "close")]
+        for what, part, method in steps:
+            if part is None:
+                continue
+            try:
+                getattr(part, method)()
+            except Exception:
+                log.exception("stopping the %s", what)
+        self.server, self.pods, self.ovs, self.kube = None, None, None, None
+
+    # --- chassis ----------------------------------------------------------
+
+    def register_chassis(self, gateway: Gateway | None) -> None:
+        o = self.opts
+        assert self.ovs is not None and self.kube is not None
+        encap = o.encap_ip
+        if encap is None and gateway is not None:
+            encap = gateway.addresses[0].ip
+        if encap is None:
+            raise ConfigError("--encap-ip is required when there is no --gateway-interface "
+                              "to take the node IP from")
+        existing = self.ovs.system_id()
+        self.chassis_id = o.system_id or existing or o.node_name
+        self.ovs.ensure_bridge(BRIDGE, o.datapath_type, **{"disable-in-band": "true"})
+        self.ovs.bridge_set(BRIDGE, fail_mode="secure")
+        ids = {
+            "system-id": self.chassis_id,
+            "ovn-remote": o.common.sb_address,
+            "ovn-encap-type": "geneve",
+            "ovn-encap-ip": str(encap),
+            "ovn-bridge-datapath-type": o.datapath_type,
+            "hostname": o.node_name,
+        }
+        if gateway is not None:
+            ids["ovn-bridge-mappings"] = f"{PHYSNET}:{GATEWAY_BRIDGE}"
+        self.ovs.set_external_ids(ids)
+        annotations: dict[str, str | None] = {NODE_CHASSIS_ID: self.chassis_id}
+        if gateway is not None:
+            annotations[L3_GATEWAY_CONFIG] = L3GatewayConfig(
+                mode="shared", interface_id=f"{GATEWAY_BRIDGE}_{o.node_name}",
+                mac_address=gateway.mac, ip_addresses=tuple(gateway.addresses),
+                next_hops=tuple(gateway.next_hops), bridge_id=GATEWAY_BRIDGE,
+            ).to_annotation()
+            v4 = [a for a in gateway.addresses if a.version == 4]
+            v6 = [a for a in gateway.addresses if a.version == 6]
+            annotations[NODE_PRIMARY_IFADDR] = json.dumps(
+                {**({"ipv4": str(v4[0])} if v4 else {}), **({"ipv6": str(v6[0])} if v6 else {})})
+        self.kube.annotate_node(annotations)
+        log.info("registered chassis %s (encap %s, datapath %s)", self.chassis_id, encap,
+                 o.datapath_type)
+
+    # --- gateway ----------------------------------------------------------
+
+    def setup_gateway(self) -> Gateway:
+        """Shared gateway: br-ex carries the uplink and the node IP."""
+        o = self.opts
+        assert self.ovs is not None
+        uplink = o.gateway_interface
+        if self.ovs.port_bridge(uplink) == GATEWAY_BRIDGE and netlink.link_exists(
+                GATEWAY_BRIDGE):
+            info = netlink.read_uplink(GATEWAY_BRIDGE)  # restart: already moved
+            log.info("%s already carries %s", GATEWAY_BRIDGE, uplink)
+        else:
+            info = netlink.read_uplink(uplink)
+            if not info.addresses:
+                raise ConfigError(f"--gateway-interface {uplink!r} has no IP address to move "
+                                  f"to {GATEWAY_BRIDGE}")
+            self.ovs.ensure_bridge(GATEWAY_BRIDGE, o.datapath_type, hwaddr=info.mac)
+            if self.netdev:
+                netlink.tx_checksum_off(uplink)
+            self.ovs.add_port(GATEWAY_BRIDGE, uplink)
+            netlink.wait_link(GATEWAY_BRIDGE, 30)
+            netlink.configure_host_iface(GATEWAY_BRIDGE, info.mac, [], info.mtu, [])
+            netlink.move_addresses(uplink, GATEWAY_BRIDGE, info.addresses, info.default_gw)
+            log.info("moved %s from %s to %s", ", ".join(map(str, info.addresses)), uplink,
+                     GATEWAY_BRIDGE)
+        hops = [o.gateway_nexthop] if o.gateway_nexthop else (
+            [info.default_gw] if info.default_gw else [])
+        return Gateway(addresses=info.addresses, mac=info.mac, next_hops=hops)
+
+    # --- management port --------------------------------------------------
+
+    def wait_node_subnets(self) -> list[IPNetwork]:
+        assert self.kube is not None
+        deadline = time.monotonic() + self.opts.node_subnet_timeout
+        while True:
+            value = self.kube.node_annotations().get(NODE_SUBNETS)
+            if value is not None:
+                return parse_node_subnets(value)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {self.opts.node_name} got no {NODE_SUBNETS} "
+                                   f"annotation within {self.opts.node_subnet_timeout:.0f}s "
+                                   "(is ovnkube master running?)")
+            if self._stop.wait(0.5):
+                raise InterruptedError("stopping")
+
+    def setup_management_port(self, subnets: list[IPNetwork]) -> None:
+        o = self.opts
+        assert self.ovs is not None and self.kube is not None
+        addrs: list[IPInterface] = []
+        routes: list[tuple[IPNetwork, IPAddress]] = []
+        for sn in subnets:
+            gw = sn.network_address + 1
+            addrs.append(ipaddress.ip_interface(f"{sn.network_address + 2}/{sn.prefixlen}"))
+            for cs in o.common.cluster_subnets:
+                if cs.cidr.version == sn.version:
+                    routes.append((cs.cidr, gw))
+            for svc in o.common.service_cidrs:
+                if svc.version == sn.version:
+                    routes.append((svc, gw))
+        mac = mac_from_ip(addrs[0].ip)
+        self.ovs.add_port(BRIDGE, MGMT_PORT, iface_type="internal",
+                          external_ids={"iface-id": f"k8s-{o.node_name}"}, mac=mac)
+        netlink.wait_link(MGMT_PORT, 30)
+        if self.netdev:
+            netlink.tx_checksum_off(MGMT_PORT)
+        netlink.configure_host_iface(MGMT_PORT, mac, addrs, o.common.mtu, routes)
+        self.kube.annotate_node({NODE_MGMT_PORT_MAC: mac})
+        log.info("management port %s: %s %s, routes %s", MGMT_PORT, mac,
+                 ", ".join(map(str, addrs)),
+                 ", ".join(f"{d} via {g}" for d, g in routes))

@@ -1,0 +1,333 @@
+"""Kernel-side plumbing with pyroute2: veth pairs, addresses, routes, MTU, and
+TX checksum offload, in the agent's own namespace or inside a pod's.
+
+Entering a pod's network namespace is per thread (setns(2) with CLONE_NEWNET
+affects only the calling thread): `in_netns` runs a function in a fresh thread
+that enters the namespace and then ends, so no other thread ever runs in it.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import ctypes
+import errno
+import fcntl
+import ipaddress
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ovnkube.annotations import IPAddress, IPInterface, IPNetwork
+
+log = logging.getLogger(__name__)
+
+CLONE_NEWNET = 0x40000000
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+T = TypeVar("T")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NetnsGone(Exception):
+    """The pod's network namespace does not exist (any more)."""
+
+
+def in_netns(path: str, fn: Callable[[], T]) -> T:
+    """Run fn() inside the network namespace at `path` (in a throwaway thread)."""
+    box: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            box["err"] = NetnsGone(f"network namespace {path!r} does not exist")
+            return
+        except OSError as e:
+            box["err"] = e
+            return
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                box["err"] = NetnsGone(f"{path!r} is not a network namespace: "
+                                       f"{os.strerror(err)}")
+                return
+        finally:
+            os.close(fd)
+        try:
+            box["val"] = fn()
+        except BaseException as e:
+            box["err"] = e
+
+    t = threading.Thread(target=body, name=f"netns:{os.path.basename(path)}")
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["val"]
+
+
+@contextlib.contextmanager
+def ipr() -> Iterator[IPRoute]:
+    h = IPRoute()
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def tx_checksum_off(ifname: str) -> None:
+    """`ethtool -K IFNAME tx off`, by ioctl, in the calling thread's namespace."""
+    ecmd = array.array("I", [ETHTOOL_STXCSUM, 0])
+    addr, _ = ecmd.buffer_info()
+    ifr = struct.pack("16sP", ifname.encode(), addr)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+
+
+def link_index(h: IPRoute, name: str) -> int | None:
+    found = h.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def link_exists(name: str) -> bool:
+    with ipr() as h:
+        return link_index(h, name) is not None
+
+
+def link_mac(h: IPRoute, index: int) -> str:
+    return str(h.get_links(index)[0].get_attr("IFLA_ADDRESS"))
+
+
+def delete_link(name: str) -> bool:
+    """Delete a link in our namespace; False if it was not there."""
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            return False
+        try:
+            h.link("del", index=idx)
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:
+                raise
+            return False
+        return True
+
+
+def wait_link(name: str, timeout: float) -> int:
+    """Wait (polling, with a deadline) for a link to appear; its index."""
+    deadline = time.monotonic() + timeout
+    with ipr() as h:
+        while True:
+            idx = link_index(h, name)
+            if idx is not None:
+                return idx
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"interface {name!r} did not appear within {timeout:.0f}s")
+            time.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class PodIfaceSpec:
+    netns: str
+    ifname: str
+    mac: str
+    addresses: tuple[IPInterface, ...]
+    gateways: tuple[IPAddress, ...]
+    routes: tuple[tuple[IPNetwork, IPAddress], ...]
+    mtu: int
+    tx_csum_off: bool
+
+
+@dataclass(frozen=True)
+class PodIface:
+    host_ifname: str
+    host_mac: str
+    pod_mac: str
+    pod_index: int
+
+
+def _route_spec(dst: IPNetwork, gw: IPAddress | None, oif: int) -> dict[str, Any]:
+    spec: dict[str, Any] = {"dst": str(dst.network_address), "dst_len": dst.prefixlen,
+                            "oif": oif, "family": socket.AF_INET if dst.version == 4
+                            else socket.AF_INET6}
+    if gw is not None:
+        spec["gateway"] = str(gw)
+    return spec
+
+
+def create_pod_veth(host_ifname: str, spec: PodIfaceSpec) -> PodIface:
+    """Make the veth pair, move one end into the pod as spec.ifname, configure it.
+
+    On any failure the pair is deleted again (deleting one end removes both).
+    """
+    tmp = "tmp" + host_ifname[-12:]
+    with ipr() as h:
+        stale = link_index(h, host_ifname)
+        if stale is not None:
+            log.info("deleting stale host interface %s", host_ifname)
+            h.link("del", index=stale)
+        h.link("add", ifname=host_ifname, kind="veth", mtu=spec.mtu,
+               peer={"ifname": tmp, "mtu": spec.mtu})
+        try:
+            host_idx = link_index(h, host_ifname)
+            peer_idx = link_index(h, tmp)
+            assert host_idx is not None and peer_idx is not None
+            h.link("set", index=peer_idx, address=spec.mac)
+            if spec.tx_csum_off:
+                tx_checksum_off(tmp)
+            h.link("set", index=host_idx, state="up")
+            h.link("set", index=peer_idx, net_ns_fd=spec.netns)
+            host_mac = link_mac(h, host_idx)
+            pod_idx = in_netns(spec.netns, lambda: _configure_pod_side(tmp, spec))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                h.link("del", index=h.link_lookup(ifname=host_ifname)[0])
+            raise
+    return PodIface(host_ifname=host_ifname, host_mac=host_mac, pod_mac=spec.mac,
+                    pod_index=pod_idx)
+
+
+def _configure_pod_side(tmp: str, spec: PodIfaceSpec) -> int:
+    with ipr() as h:
+        if link_index(h, spec.ifname) is not None:
+            raise FileExistsError(f"interface {spec.ifname!r} already exists in {spec.netns}")
+        idx = link_index(h, tmp)
+        assert idx is not None
+        h.link("set", index=idx, ifname=spec.ifname)
+        for a in spec.addresses:
+            h.addr("add", index=idx, address=str(a.ip), prefixlen=a.network.prefixlen)
+        h.link("set", index=idx, state="up")
+        lo = link_index(h, "lo")
+        if lo is not None:
+            h.link("set", index=lo, state="up")
+        for gw in spec.gateways:
+            zero = ipaddress.ip_network("0.0.0.0/0" if gw.version == 4 else "::/0")
+            h.route("add", **_route_spec(zero, gw, idx))
+        for dst, nh in spec.routes:
+            h.route("replace", **_route_spec(dst, nh, idx))
+        return idx
+
+
+def delete_pod_iface(netns: str, ifname: str) -> bool:
+    """Delete the pod-side interface; False if namespace or interface is gone."""
+    def body() -> bool:
+        with ipr() as h:
+            idx = link_index(h, ifname)
+            if idx is None:
+                return False
+            h.link("del", index=idx)
+            return True
+    try:
+        return in_netns(netns, body)
+    except NetnsGone:
+        return False
+
+
+@dataclass(frozen=True)
+class PodIfaceState:
+    mac: str
+    addresses: set[str]
+    routes: set[tuple[str, str]]  # (dst CIDR, gateway)
+    mtu: int
+
+
+def read_pod_iface(netns: str, ifname: str) -> PodIfaceState | None:
+    """What the pod side looks like now (for CHECK); None if the interface is gone."""
+    def body() -> PodIfaceState | None:
+        with ipr() as h:
+            idx = link_index(h, ifname)
+            if idx is None:
+                return None
+            link = h.get_links(idx)[0]
+            addrs = {f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                     for a in h.get_addr(index=idx)}
+            routes: set[tuple[str, str]] = set()
+            for fam in (socket.AF_INET, socket.AF_INET6):
+                for r in h.get_routes(family=fam, oif=idx):
+                    gw = r.get_attr("RTA_GATEWAY")
+                    if gw is None:
+                        continue
+                    dst = r.get_attr("RTA_DST") or ("0.0.0.0" if fam == socket.AF_INET
+                                                     else "::")
+                    routes.add((f"{dst}/{r['dst_len']}", str(gw)))
+            return PodIfaceState(mac=str(link.get_attr("IFLA_ADDRESS")), addresses=addrs,
+                                 routes=routes, mtu=int(link.get_attr("IFLA_MTU")))
+    return in_netns(netns, body)
+
+
+# --- host side: management port and gateway bridge -----------------------------
+
+def configure_host_iface(name: str, mac: str | None, addresses: list[IPInterface],
+                         mtu: int | None, routes: list[tuple[IPNetwork, IPAddress]]) -> None:
+    """Idempotently give a host interface its MAC, addresses, MTU and routes."""
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            raise FileNotFoundError(f"interface {name!r} does not exist")
+        if mac and link_mac(h, idx).lower() != mac.lower():
+            h.link("set", index=idx, address=mac)
+        if mtu:
+            h.link("set", index=idx, mtu=mtu)
+        h.link("set", index=idx, state="up")
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in h.get_addr(index=idx)}
+        for a in addresses:
+            if (str(a.ip), a.network.prefixlen) not in have:
+                h.addr("add", index=idx, address=str(a.ip), prefixlen=a.network.prefixlen)
+        for dst, gw in routes:
+            h.route("replace", **_route_spec(dst, gw, idx))
+
+
+@dataclass(frozen=True)
+class UplinkInfo:
+    mac: str
+    addresses: list[IPInterface]
+    default_gw: IPAddress | None
+    mtu: int
+
+
+def read_uplink(name: str) -> UplinkInfo:
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            raise FileNotFoundError(f"gateway interface {name!r} does not exist")
+        link = h.get_links(idx)[0]
+        addrs: list[IPInterface] = []
+        for a in h.get_addr(index=idx):
+            if a.get_attr("IFA_ADDRESS") is None or a["scope"] != 0:
+                continue
+            addrs.append(ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"))
+        gw: IPAddress | None = None
+        for r in h.get_routes(family=socket.AF_INET, oif=idx):
+            if r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY"):
+                gw = ipaddress.ip_address(r.get_attr("RTA_GATEWAY"))
+        return UplinkInfo(mac=str(link.get_attr("IFLA_ADDRESS")), addresses=addrs,
+                          default_gw=gw, mtu=int(link.get_attr("IFLA_MTU")))
+
+
+def move_addresses(src: str, dst: str, addresses: list[IPInterface],
+                   default_gw: IPAddress | None) -> None:
+    """Move addresses (and the default route) from the uplink to the bridge."""
+    with ipr() as h:
+        s, d = link_index(h, src), link_index(h, dst)
+        if s is None or d is None:
+            raise FileNotFoundError(f"interface {src if s is None else dst!r} does not exist")
+        h.link("set", index=d, state="up")
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in h.get_addr(index=d)}
+        for a in addresses:
+            if (str(a.ip), a.network.prefixlen) not in have:
+                h.addr("add", index=d, address=str(a.ip), prefixlen=a.network.prefixlen)
+            with contextlib.suppress(NetlinkError):
+                h.addr("del", index=s, address=str(a.ip), prefixlen=a.network.prefixlen)
+        if default_gw is not None:
+            h.route("replace", dst="0.0.0.0", dst_len=0, gateway=str(default_gw), oif=d)

@@ -1,0 +1,163 @@
+"""The pod controller: an IP from the node's subnet, the pod-networks
+annotation, then the pod's logical switch port.
+
+Order matters: the annotation is written before the port (the CNI server
+waits for it), and no port is made for a pod that has no address. A pod that
+is deleted or has completed loses its port and its address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from kubernetes import client
+
+from northd_sync.rows import Row
+from ovnkube.annotations import POD_NETWORKS, AnnotationError, PodNetwork, mac_from_ip
+from ovnkube.kubeclient import (
+    Obj,
+    get_annotations,
+    patch_annotations,
+    pod_path,
+    post_event,
+    split_key,
+)
+from ovnkube.master import topology
+from ovnkube.master.allocators import AllocationError, IPPool, node_gateway_ip
+from ovnkube.workqueue import RetryLater
+
+if TYPE_CHECKING:
+    from ovnkube.master.controller import Master
+
+log = logging.getLogger(__name__)
+
+OWNER_TYPE = "Pod"
+
+
+def wants_network(pod: Obj) -> bool:
+    """Pods on the pod network: scheduled, not hostNetwork, not finished."""
+    spec, status = pod.get("spec", {}), pod.get("status", {})
+    if spec.get("hostNetwork") or not spec.get("nodeName"):
+        return False
+    # A terminating pod keeps its port until it is gone: kubelet still has
+    # to tear it down through CNI DEL.
+    return status.get("phase") not in ("Succeeded", "Failed")
+
+
+def recorded_network(pod: Obj) -> PodNetwork | None:
+    raw = get_annotations(pod).get(POD_NETWORKS)
+    if raw is None:
+        return None
+    try:
+        return PodNetwork.parse(raw)
+    except AnnotationError as e:
+        log.warning("pod %s: ignoring %s", pod["metadata"]["name"], e)
+        return None
+
+
+class PodController:
+    def __init__(self, master: Master) -> None:
+        self.m = master
+        self.core = client.CoreV1Api(master.api)
+        # node -> pod keys waiting for an address there
+        self._waiting: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def on_event(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        self.m.pod_queue.add(key)
+
+    def mark_existing(self, pods: list[Obj]) -> None:
+        """Before any allocation: claim the addresses live pods already have."""
+        for pod in pods:
+            if not wants_network(pod):
+                continue
+            net = recorded_network(pod)
+            pool = self.m.pool_for(pod["spec"]["nodeName"])
+            if net is None or pool is None:
+                continue
+            key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+            for ip in net.ip_addresses:
+                if ip.ip in pool.subnet:
+                    try:
+                        pool.mark(key, ip.ip)
+                    except AllocationError as e:
+                        log.error("pod %s: %s", key, e)
+
+    def desired(self, pod: Obj) -> list[Row] | None:
+        """The rows a pod should have now, or None if it has no address yet."""
+        if not wants_network(pod):
+            return []
+        net = recorded_network(pod)
+        node = pod["spec"]["nodeName"]
+        pool = self.m.pool_for(node)
+        if net is None or pool is None:
+            return None
+        return topology.pod_rows(pod, node, net)
+
+    def reconcile(self, key: str) -> None:
+        pod = self.m.pods.get(key)
+        if pod is None or not wants_network(pod):
+            self._forget(key)
+            return
+        node = pod["spec"]["nodeName"]
+        pool = self.m.pool_for(node)
+        if pool is None:
+            raise RetryLater(f"node {node} has no subnet yet")
+        net = self._ensure_address(key, pod, node, pool)
+        if self.m.pods.get(key) is None:  # deleted meanwhile: undo
+            self._forget(key)
+            return
+        self.m.engine.apply(topology.owner(OWNER_TYPE, key), topology.pod_rows(pod, node, net))
+
+    def _ensure_address(self, key: str, pod: Obj, node: str, pool: IPPool) -> PodNetwork:
+        net = recorded_network(pod)
+        if net is not None and all(ip.ip in pool.subnet for ip in net.ip_addresses):
+            try:
+                for addr in net.ip_addresses:
+                    pool.mark(key, addr.ip)
+                return net
+            except AllocationError as e:
+                # Two live pods claim one address: the later one gets a new one.
+                post_event(self.core, pod, "ErrorAssigningIP", str(e))
+        try:
+            ip = pool.allocate(key)
+        except AllocationError as e:
+            with self._lock:
+                self._waiting.setdefault(node, set()).add(key)
+            post_event(self.core, pod, "ErrorAllocatingPod",
+                       f"no IP address left for the pod on node {node}: {e}")
+            raise RetryLater(str(e)) from None
+        subnet = pool.subnet
+        net = PodNetwork(
+            ip_addresses=(ipaddress.ip_interface(f"{ip}/{subnet.prefixlen}"),),
+            mac_address=mac_from_ip(ip),
+            gateway_ips=(node_gateway_ip(subnet),))
+        ns, name = split_key(key)
+        try:
+            patch_annotations(self.m.api, pod_path(ns, name),
+                              {POD_NETWORKS: net.to_annotation()},
+                              resource_version=None)
+        except client.ApiException as e:
+            pool.release(key)
+            if e.status == 404:
+                raise RetryLater(f"pod {key} is gone") from None
+            raise
+        return net
+
+    def _forget(self, key: str) -> None:
+        self.m.engine.delete(topology.owner(OWNER_TYPE, key))
+        node = None
+        for n, pool in self.m.pools():
+            if pool.release(key) is not None:
+                node = n
+        if node:
+            self.wake_waiting(node)
+
+    def wake_waiting(self, node: str) -> None:
+        with self._lock:
+            keys = self._waiting.pop(node, set())
+        for k in keys:
+            self.m.pod_queue.add(k)

@@ -1,0 +1,98 @@
+"""The service controller: Services and their EndpointSlices to load balancers.
+
+Work is keyed by Service: an EndpointSlice event queues its Service; a node
+change queues the Services whose per-node load balancers depend on nodes.
+Each reconcile hands the Service's whole desired set to northd_sync, which
+writes only what changed, in one transaction.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from northd_sync.rows import Row
+from ovnkube.kubeclient import Obj, key_of
+from ovnkube.master import topology
+from ovnkube.master.nodes import gateway_config
+from ovnkube.master.services import service_rows, wants_lbs
+
+if TYPE_CHECKING:
+    from ovnkube.master.controller import Master
+
+OWNER_TYPE = "Service"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slice_service(sl: Obj) -> str | None:
+    name = (sl["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return f"{sl['metadata']['namespace']}/{name}" if name else None
+
+
+def depends_on_nodes(svc: Obj) -> bool:
+    spec = svc.get("spec", {})
+    return spec.get("type") in ("NodePort", "LoadBalancer") or \
+        spec.get("internalTrafficPolicy") == "Local"
+
+
+class ServiceController:
+    def __init__(self, master: Master) -> None:
+        self.m = master
+        self._slices: dict[str, set[str]] = {}  # service key -> slice keys
+        self._lock = threading.Lock()
+
+    def on_service(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        self.m.service_queue.add(key)
+
+    def on_slice(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        svcs = {s for s in (slice_service(o) for o in (old, new) if o) if s}
+        with self._lock:
+            for svc in svcs:
+                keys = self._slices.setdefault(svc, set())
+                if new is not None and slice_service(new) == svc:
+                    keys.add(key)
+                else:
+                    keys.discard(key)
+        for svc in svcs:
+            self.m.service_queue.add(svc)
+
+    def on_node(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        if old is not None and new is not None and \
+                self._node_ips_of(old) == self._node_ips_of(new):
+            return
+        for svc in self.m.services.items():
+            if depends_on_nodes(svc):
+                self.m.service_queue.add(key_of(svc))
+
+    @staticmethod
+    def _node_ips_of(node: Obj) -> tuple[str, ...]:
+        gw = gateway_config(node)
+        return tuple(str(i.ip) for i in gw.ip_addresses) if gw else ()
+
+    def node_ips(self) -> dict[str, list[str]]:
+        """Nodes that have a gateway router, with their gateway addresses."""
+        out: dict[str, list[str]] = {}
+        for node in self.m.nodes.items():
+            name = node["metadata"]["name"]
+            ips = list(self._node_ips_of(node))
+            if ips and self.m.node_controller.has_gateway(name):
+                out[name] = ips
+        return out
+
+    def slices_of(self, key: str) -> list[Obj]:
+        with self._lock:
+            keys = list(self._slices.get(key, ()))
+        return [s for s in (self.m.slices.get(k) for k in keys) if s is not None]
+
+    def desired(self, svc: Obj) -> list[Row]:
+        if not wants_lbs(svc):
+            return []
+        return service_rows(svc, self.slices_of(key_of(svc)), self.node_ips())
+
+    def reconcile(self, key: str) -> None:
+        svc = self.m.services.get(key)
+        owner = topology.owner(OWNER_TYPE, key)
+        if svc is None:
+            self.m.engine.delete(owner)
+            return
+        self.m.engine.apply(owner, self.desired(svc))

@@ -1,0 +1,178 @@
+"""Pure translation of a Service and its EndpointSlices into OVN load balancers.
+
+Named as ovn-kubernetes names them. Per protocol:
+- `Service_<ns>/<name>_<PROTO>_cluster`: the ClusterIPs (and, with
+  externalTrafficPolicy=Cluster, the externalIPs and LoadBalancer ingress IPs)
+  to every ready endpoint; in `clusterLBGroup`, so on every node switch and
+  gateway router.
+- `Service_<ns>/<name>_<PROTO>_node_router_<node>`: the node's IPs on the
+  NodePorts (and, with externalTrafficPolicy=Local, the external IPs) on that
+  node's gateway router; with ETP=Local only the node's own endpoints, and no
+  SNAT so the client address is kept.
+- `Service_<ns>/<name>_<PROTO>_node_switch_<node>`: with
+  internalTrafficPolicy=Local, the ClusterIPs to the node's own endpoints,
+  on the node switch (the cluster LB then leaves the ClusterIPs out).
+
+A VIP without endpoints stays, with `reject=true`, so clients get a reset
+instead of a timeout. Headless and ExternalName services make nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from northd_sync.rows import LoadBalancer, Row
+from ovnkube.master import names
+
+Obj = dict[str, Any]
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+DEFAULT_AFFINITY_TIMEOUT = 10800
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    ip: str
+    port: int
+    node: str | None
+
+
+def _vip(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def lb_name(ns: str, name: str, proto: str, kind: str, node: str | None = None) -> str:
+    base = f"Service_{ns}/{name}_{proto}_{kind}"
+    return f"{base}_{node}" if node else base
+
+
+def wants_lbs(svc: Obj) -> bool:
+    spec = svc.get("spec", {})
+    if spec.get("type") == "ExternalName":
+        return False
+    ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip]
+    return bool(ips) and ips[0] != "None"
+
+
+def endpoints_for_port(port: Obj, slices: Iterable[Obj]) -> list[Endpoint]:
+    """Backends for one service port: ready endpoints, or serving+terminating
+    ones when none is ready. Named target ports are resolved per slice (the
+    slice's port carries the service port's name and the resolved number)."""
+    pname = port.get("name") or ""
+    proto = port.get("protocol") or "TCP"
+    ready: list[Endpoint] = []
+    fallback: list[Endpoint] = []
+    for sl in slices:
+        if sl.get("addressType") not in ("IPv4", "IPv6"):
+            continue
+        number = next((p.get("port") for p in sl.get("ports") or []
+                       if (p.get("name") or "") == pname and (p.get("protocol") or "TCP") == proto),
+                      None)
+        if number is None:
+            continue
+        for ep in sl.get("endpoints") or []:
+            cond = ep.get("conditions") or {}
+            is_ready = cond.get("ready") is not False
+            serving = cond.get("serving", is_ready) is not False
+            terminating = cond.get("terminating") is True
+            for addr in ep.get("addresses") or []:
+                e = Endpoint(addr, int(number), ep.get("nodeName"))
+                if is_ready and not terminating:
+                    ready.append(e)
+                elif serving and terminating:
+                    fallback.append(e)
+    chosen = ready or fallback
+    seen: dict[tuple[str, int], Endpoint] = {}
+    for e in chosen:
+        seen.setdefault((e.ip, e.port), e)
+    return sorted(seen.values(), key=lambda e: (ipaddress.ip_address(e.ip).packed, e.port))
+
+
+def _backends(eps: Sequence[Endpoint], family: int) -> str:
+    return ",".join(_vip(e.ip, e.port) for e in eps
+                    if ipaddress.ip_address(e.ip).version == family)
+
+
+def _family(ip: str) -> int:
+    return ipaddress.ip_address(ip).version
+
+
+def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequence[str]]
+                 ) -> list[Row]:
+    """All load balancer rows of one Service. `node_ips`: node name -> its
+    gateway IPs (for NodePorts and per-node load balancers)."""
+    if not wants_lbs(svc):
+        return []
+    md, spec = svc["metadata"], svc["spec"]
+    ns, name = md["namespace"], md["name"]
+    cluster_ips = [ip for ip in spec.get("clusterIPs") or [spec["clusterIP"]] if ip]
+    external = list(spec.get("externalIPs") or [])
+    external += [i["ip"] for i in (svc.get("status", {}).get("loadBalancer", {})
+                                   .get("ingress") or []) if i.get("ip")]
+    etp_local = spec.get("externalTrafficPolicy") == "Local" and spec.get("type") in (
+        "NodePort", "LoadBalancer")
+    itp_local = spec.get("internalTrafficPolicy") == "Local"
+    options = {"event": "false", "reject": "true"}
+    if spec.get("sessionAffinity") == "ClientIP":
+        timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
+            "timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT
+        options["affinity_timeout"] = str(timeout)
+    # The engine adds k8s.ovn.org/owner=<ns>/<name> (the owner), as ovn-kubernetes has it.
+    ext_ids = {"k8s.ovn.org/kind": "Service"}
+
+    by_proto: dict[str, list[tuple[Obj, list[Endpoint]]]] = {}
+    for port in spec.get("ports") or []:
+        proto = port.get("protocol") or "TCP"
+        by_proto.setdefault(proto, []).append((port, endpoints_for_port(port, slices)))
+
+    rows: list[Row] = []
+    for proto, ports in by_proto.items():
+        cluster_vips: dict[str, str] = {}
+        node_router_vips: dict[str, dict[str, str]] = {n: {} for n in node_ips}
+        node_switch_vips: dict[str, dict[str, str]] = {n: {} for n in node_ips}
+        for port, eps in ports:
+            for ip in cluster_ips:
+                fam = _family(ip)
+                if itp_local:
+                    for node in node_ips:
+                        local = [e for e in eps if e.node == node]
+                        node_switch_vips[node][_vip(ip, port["port"])] = _backends(local, fam)
+                else:
+                    cluster_vips[_vip(ip, port["port"])] = _backends(eps, fam)
+            for ip in external:
+                fam = _family(ip)
+                if etp_local:
+                    for node in node_ips:
+                        local = [e for e in eps if e.node == node]
+                        node_router_vips[node][_vip(ip, port["port"])] = _backends(local, fam)
+                else:
+                    cluster_vips[_vip(ip, port["port"])] = _backends(eps, fam)
+            node_port = port.get("nodePort")
+            if node_port and spec.get("type") in ("NodePort", "LoadBalancer"):
+                for node, ips in node_ips.items():
+                    use = [e for e in eps if e.node == node] if etp_local else eps
+                    for ip in ips:
+                        node_router_vips[node][_vip(ip, node_port)] = _backends(
+                            use, _family(ip))
+        proto_l = proto.lower()
+        if cluster_vips:
+            rows.append(LoadBalancer(lb_name(ns, name, proto, "cluster"), vips=cluster_vips,
+                                     protocol=proto_l, options=options, external_ids=ext_ids,
+                                     groups=[names.CLUSTER_LB_GROUP]))
+        for node in sorted(node_ips):
+            if node_router_vips[node]:
+                opts = dict(options)
+                if etp_local:
+                    opts["skip_snat"] = "true"
+                rows.append(LoadBalancer(
+                    lb_name(ns, name, proto, "node_router", node), vips=node_router_vips[node],
+                    protocol=proto_l, options=opts, external_ids=ext_ids,
+                    routers=[names.gateway_router(node)]))
+            if node_switch_vips[node]:
+                rows.append(LoadBalancer(
+                    lb_name(ns, name, proto, "node_switch", node), vips=node_switch_vips[node],
+                    protocol=proto_l, options=options, external_ids=ext_ids,
+                    switches=[node]))
+    return rows

@@ -1,0 +1,144 @@
+"""Pure translation: Kubernetes facts in, desired OVN rows out. No I/O.
+
+Shared gateway mode, as ovn-kubernetes builds it:
+
+    pod LSPs --- <node> switch --- rtos-<node> [ovn_cluster_router] rtoj- --- join
+                 k8s-<node> (mgmt, .2)                                        |
+                                             jtor-GR_<node> --- rtoj-GR_<node> [GR_<node>]
+                                                                              | rtoe-GR_<node>
+                                                               ext_<node> --- etor-GR_<node>
+                                                               br-ex_<node> (localnet physnet)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from northd_sync.rows import (
+    NAT,
+    GatewayChassis,
+    LoadBalancerGroup,
+    LogicalRouter,
+    LogicalRouterPort,
+    LogicalRouterStaticRoute,
+    LogicalSwitch,
+    LogicalSwitchPort,
+    Owner,
+    Row,
+)
+from ovnkube.annotations import IPInterface, IPNetwork, L3GatewayConfig, PodNetwork, mac_from_ip
+from ovnkube.config import Config
+from ovnkube.master import names
+from ovnkube.master.allocators import node_gateway_ip, node_mgmt_ip
+
+CLUSTER_OWNER_TYPE = "Cluster"
+CLUSTER_OWNER = "default"
+
+
+def owner(owner_type: str, name: str) -> Owner:
+    return Owner(owner_type, name)
+
+
+def join_router_ip(config: Config) -> IPInterface:
+    return ipaddress.ip_interface(
+        f"{config.join_subnet.network_address + 1}/{config.join_subnet.prefixlen}")
+
+
+def cluster_rows(config: Config) -> list[Row]:
+    """What exists once per cluster: the cluster router, the join switch and
+    the load balancer groups every node switch and gateway router use."""
+    rtoj = join_router_ip(config)
+    return [
+        LogicalRouter(names.CLUSTER_ROUTER, external_ids={"k8s-cluster-router": "yes"},
+                      options={"mcast_relay": "false"}),
+        LogicalSwitch(names.JOIN_SWITCH),
+        LogicalRouterPort(names.router_to_join(), router=names.CLUSTER_ROUTER,
+                          mac=mac_from_ip(rtoj.ip), networks=[str(rtoj)]),
+        LogicalSwitchPort(names.join_to_router(), switch=names.JOIN_SWITCH, type="router",
+                          addresses=["router"],
+                          options={"router-port": names.router_to_join()}),
+        LoadBalancerGroup(names.CLUSTER_LB_GROUP),
+        LoadBalancerGroup(names.CLUSTER_SWITCH_LB_GROUP),
+        LoadBalancerGroup(names.CLUSTER_ROUTER_LB_GROUP),
+    ]
+
+
+def node_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterface,
+              chassis: str | None, gateway: L3GatewayConfig | None,
+              mgmt_mac: str | None = None) -> list[Row]:
+    """A node's switch, its router port, its management port and, when the
+    node has reported its chassis and gateway, its gateway router."""
+    gw_ip = node_gateway_ip(subnet)
+    mgmt_ip = node_mgmt_ip(subnet)
+    mgmt_mac = mgmt_mac or mac_from_ip(mgmt_ip)
+    rtos = names.router_to_switch(node)
+    rows: list[Row] = [
+        LogicalSwitch(node, other_config={"subnet": str(subnet)},
+                      load_balancer_groups=[names.CLUSTER_LB_GROUP,
+                                            names.CLUSTER_SWITCH_LB_GROUP]),
+        LogicalRouterPort(rtos, router=names.CLUSTER_ROUTER, mac=mac_from_ip(gw_ip),
+                          networks=[f"{gw_ip}/{subnet.prefixlen}"]),
+        LogicalSwitchPort(names.switch_to_router(node), switch=node, type="router",
+                          addresses=["router"], options={"router-port": rtos}),
+        LogicalSwitchPort(names.mgmt_port(node), switch=node,
+                          addresses=[f"{mgmt_mac} {mgmt_ip}"]),
+    ]
+    if chassis:
+        rows.append(GatewayChassis(f"{rtos}-{chassis}", router_port=rtos,
+                                   chassis_name=chassis, priority=1))
+    if chassis and gateway and gateway.ip_addresses:
+        rows += gateway_rows(config, node, subnet, join_ip, chassis, gateway)
+    return rows
+
+
+def gateway_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterface,
+                 chassis: str, gw: L3GatewayConfig) -> list[Row]:
+    gr = names.gateway_router(node)
+    node_ip = gw.ip_addresses[0]
+    rtoj_cluster = join_router_ip(config)
+    rows: list[Row] = [
+        LogicalRouter(gr, options={
+            "chassis": chassis, "lb_force_snat_ip": "router_ip", "snat-ct-zone": "0",
+            "always_learn_from_arp_request": "false", "dynamic_neigh_routers": "true",
+        }, external_ids={"physical_ip": str(node_ip.ip)},
+            load_balancer_groups=[names.CLUSTER_LB_GROUP, names.CLUSTER_ROUTER_LB_GROUP]),
+        LogicalRouterPort(names.gr_to_join(node), router=gr, mac=mac_from_ip(join_ip.ip),
+                          networks=[str(join_ip)]),
+        LogicalSwitchPort(names.join_to_gr(node), switch=names.JOIN_SWITCH, type="router",
+                          addresses=["router"], options={"router-port": names.gr_to_join(node)}),
+        LogicalSwitch(names.external_switch(node)),
+        LogicalRouterPort(names.gr_to_ext(node), router=gr, mac=gw.mac_address,
+                          networks=[str(i) for i in gw.ip_addresses]),
+        LogicalSwitchPort(names.ext_to_gr(node), switch=names.external_switch(node),
+                          type="router", addresses=[gw.mac_address],
+                          options={"router-port": names.gr_to_ext(node),
+                                   "nat-addresses": "router"}),
+        LogicalSwitchPort(gw.interface_id or names.localnet_port(gw.bridge_id, node),
+                          switch=names.external_switch(node), type="localnet",
+                          addresses=["unknown"], options={"network_name": names.PHYSNET}),
+    ]
+    for cs in config.cluster_subnets:
+        # Return traffic to pods goes back through the cluster router.
+        rows.append(LogicalRouterStaticRoute(gr, ip_prefix=str(cs.cidr),
+                                             nexthop=str(rtoj_cluster.ip)))
+        # Pod traffic leaving the cluster is SNATed to the node's address.
+        rows.append(NAT(gr, type="snat", external_ip=str(node_ip.ip),
+                        logical_ip=str(cs.cidr)))
+    for hop in gw.next_hops:
+        rows.append(LogicalRouterStaticRoute(gr, ip_prefix="0.0.0.0/0", nexthop=str(hop),
+                                             output_port=names.gr_to_ext(node)))
+    # Pods of this node leave the cluster through this node's gateway router.
+    rows.append(LogicalRouterStaticRoute(names.CLUSTER_ROUTER, ip_prefix=str(subnet),
+                                         nexthop=str(join_ip.ip), policy="src-ip"))
+    return rows
+
+
+def pod_rows(pod: dict[str, Any], node: str, net: PodNetwork) -> list[Row]:
+    md = pod["metadata"]
+    addrs = " ".join([net.mac_address, *(str(i.ip) for i in net.ip_addresses)])
+    return [LogicalSwitchPort(
+        names.pod_port(md["namespace"], md["name"]), switch=node,
+        addresses=[addrs], port_security=[addrs],
+        options={"requested-chassis": node, "iface-id-ver": md.get("uid", "")},
+        external_ids={"namespace": md["namespace"], "pod": "true"})]
