@@ -44,6 +44,7 @@ from northd_sync import (
     LogicalSwitchPort,
     NorthdSync,
     Owner,
+    Row,
 )
 from northd_sync.rows import ID_KEY, OWNER_KEY, OWNER_TYPE_KEY
 
@@ -122,9 +123,10 @@ def run_engine(remote: str, sws: list[str], lsps: list[tuple[str, str, str]],
     nb.profile = profile
     nb.start()
     try:
-        nodes = {s: [LogicalSwitch(s)] for s in sws}
-        pods = {f"ns/{n}": [LogicalSwitchPort(n, sw, addresses=[a], port_security=[a])]
-                for n, sw, a in lsps}
+        nodes: dict[str, list[Row]] = {s: [LogicalSwitch(s)] for s in sws}
+        pods: dict[str, list[Row]] = {
+            f"ns/{n}": [LogicalSwitchPort(n, sw, addresses=[a], port_security=[a])]
+            for n, sw, a in lsps}
         c0 = nb.counters()
 
         def create() -> list[ApplyResult]:

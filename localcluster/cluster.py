@@ -257,12 +257,15 @@ class Cluster:
         for dm in ovs.daemons.daemons:
             self._record(dm)
         cni_bin, cni_conf = d / "cni" / "bin", d / "cni" / "net.d"
+        # In our mount namespace (not `ip netns exec`'s), so the pod namespaces
+        # it creates are visible to the node agent.
         kubelet = Daemon("kubelet", [
+            sys.executable, "-m", "localcluster.nsexec", ns,
             sys.executable, "-m", "localcluster.kubelet", f"--node-name={node}",
             f"--kubeconfig={s.inner_kubeconfig}", f"--cni-conf-dir={cni_conf}",
             f"--cni-bin-dir={cni_bin}", f"--pod-netns-prefix={s.netns(f'p{idx}-')}",
             f"--state-dir={d / 'kubelet'}", f"--node-ip={s.node_ip(node)}",
-        ], d / "kubelet.log", netns=ns, env={"PYTHONPATH": str(ROOT)}).start()
+        ], d / "kubelet.log", env={"PYTHONPATH": str(ROOT)}).start()
         self._record(kubelet)
         agent = Daemon("ovnkube-node", [
             sys.executable, "-m", "ovnkube.cli", "node", f"--node-name={node}",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from node import netlink
 from node.cniserver import BRIDGE, CniHandler, CniServer
+from node.gateway_flows import GatewayFlows
 from node.install import install_conflist, install_shim
 from node.kube import Kube, PodCache
 from node.options import NodeOptions
@@ -52,6 +53,7 @@ class Agent:
     kube: Kube | None = None
     pods: PodCache | None = None
     server: CniServer | None = None
+    flows: GatewayFlows | None = None
     chassis_id: str = ""
     _ready: str = "starting"
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -81,6 +83,9 @@ class Agent:
         self._ready = "registering the chassis"
         gateway = self.setup_gateway() if o.gateway_interface else None
         self.register_chassis(gateway)
+        if gateway is not None:
+            self.flows = GatewayFlows(GATEWAY_BRIDGE, o.gateway_interface, o.ovs_db,
+                                      o.ovs_rundir).start()
         self._ready = f"waiting for annotation {NODE_SUBNETS} on node {o.node_name}"
         subnets = self.wait_node_subnets()
         self.setup_management_port(subnets)
@@ -107,6 +112,7 @@ class Agent:
     def close(self) -> None:
         steps: list[tuple[str, object | None, str]] = [
             ("CNI server", self.server, "stop"), ("pod watch", self.pods, "stop"),
+            ("gateway flows", self.flows, "stop"),
             ("OVS connection", self.ovs, "close"), ("Kubernetes client", self.kube, "close")]
         for what, part, method in steps:
             if part is None:
@@ -116,6 +122,7 @@ class Agent:
             except Exception:
                 log.exception("stopping the %s", what)
         self.server, self.pods, self.ovs, self.kube = None, None, None, None
+        self.flows = None
 
     # --- chassis ----------------------------------------------------------
 
@@ -183,6 +190,7 @@ class Agent:
             netlink.move_addresses(uplink, GATEWAY_BRIDGE, info.addresses, info.default_gw)
             log.info("moved %s from %s to %s", ", ".join(map(str, info.addresses)), uplink,
                      GATEWAY_BRIDGE)
+        netlink.isolate_uplink(uplink, info.mac)
         hops = [o.gateway_nexthop] if o.gateway_nexthop else (
             [info.default_gw] if info.default_gw else [])
         return Gateway(addresses=info.addresses, mac=info.mac, next_hops=hops)

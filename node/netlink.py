@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pyroute2 import IPRoute
@@ -30,6 +31,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ovnkube.annotations import IPAddress, IPInterface, IPNetwork
 
 log = logging.getLogger(__name__)
+
+IFF_NOARP = 0x80
 
 CLONE_NEWNET = 0x40000000
 SIOCETHTOOL = 0x8946
@@ -331,3 +334,26 @@ def move_addresses(src: str, dst: str, addresses: list[IPInterface],
                 h.addr("del", index=s, address=str(a.ip), prefixlen=a.network.prefixlen)
         if default_gw is not None:
             h.route("replace", dst="0.0.0.0", dst_len=0, gateway=str(default_gw), oif=d)
+
+
+def isolate_uplink(name: str, bridge_mac: str) -> None:
+    """Keep the kernel out of an uplink that OVS (userspace) now drives.
+
+    A netdev-datapath port is read by OVS through a packet socket, but the
+    kernel keeps handling the same frames: with the uplink still carrying the
+    node's MAC it would answer for the node IP (now on br-ex) and reset
+    connections it does not know, such as those of the gateway router. Give
+    the uplink a MAC of its own (frames for the node's MAC are then "other
+    host" to the kernel), stop it answering ARP and turn off its IPv6.
+    """
+    first = int(bridge_mac.split(":")[0], 16)
+    own = ":".join([f"{(first | 0x02) ^ 0x20:02x}", *bridge_mac.split(":")[1:]])
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            raise FileNotFoundError(f"interface {name!r} does not exist")
+        if link_mac(h, idx).lower() == bridge_mac.lower():
+            h.link("set", index=idx, address=own)
+        h.link("set", index=idx, flags=IFF_NOARP, mask=IFF_NOARP)
+    with contextlib.suppress(OSError):
+        Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1")

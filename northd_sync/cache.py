@@ -106,6 +106,7 @@ class IdlView:
         self._parents: dict[UUID, set[tuple[str, str, UUID]]] = {}
         self._children: dict[UUID, dict[str, frozenset[UUID]]] = {}
         self._registry: dict[tuple[str, str], tuple[str, str]] = {}
+        self._registry_by_owner: dict[tuple[str, str], set[tuple[str, str]]] = {}
         for table in tables:
             for row in tables[table].rows.values():
                 self.on_change(ovs.db.idl.ROW_CREATE, row, None)
@@ -205,6 +206,9 @@ class IdlView:
         if reg == self._registry:
             return
         self._registry = reg
+        self._registry_by_owner = {}
+        for tn, o in reg.items():
+            self._registry_by_owner.setdefault(o, set()).add(tn)
         for table in {t for t in self._ext if not self._ext[t] and t in ROW_TYPE_BY_TABLE}:
             for r in self.tables[table].rows.values():
                 self._unindex(r.uuid)
@@ -291,8 +295,8 @@ class IdlView:
         return self._ext.get(table, True)
 
     def registered(self, table: str, owner: Owner) -> set[str]:
-        o = (owner.type, owner.name)
-        return {n for (t, n), v in self._registry.items() if t == table and v == o}
+        return {n for t, n in self._registry_by_owner.get((owner.type, owner.name), ())
+                if t == table}
 
     def encode(self, table: str, column: Column, value: Any) -> Any:
         try:

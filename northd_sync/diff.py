@@ -163,6 +163,31 @@ def table_columns(table: str, external_ids: bool = True) -> tuple[Column, ...]:
     return cols
 
 
+@dataclass(frozen=True)
+class _ClassInfo:
+    spec: tuple[tuple[str, str, Kind, str | None], ...]   # field, column, kind, ref table
+    kinds: dict[str, Kind | None]
+    parents: tuple[Parent, ...]
+    declared: frozenset[tuple[str, str]]
+
+
+_INFO: dict[type[Row], _ClassInfo] = {}
+
+
+def _info(cls: type[Row]) -> _ClassInfo:
+    i = _INFO.get(cls)
+    if i is None:
+        i = _INFO[cls] = _ClassInfo(
+            tuple((f, c.name, c.kind, c.ref_table) for f, c in row_spec(cls)),
+            column_kinds(cls), cls.PARENTS,
+            frozenset((p.table, p.column) for p in cls.PARENTS))
+    return i
+
+
+def _rank(k: tuple[str, str]) -> int:
+    return TABLE_RANK[k[0]]
+
+
 _KINDS: dict[type[Row], dict[str, Kind | None]] = {}
 
 
@@ -279,16 +304,16 @@ class Planner:
                                       "two different rows of this owner have the same key")
             desired[k] = r
 
-        existing = view.owned(owner)
         deleted = self.deleted
         local_deleted: set[UUID] = set()
         keep: dict[tuple[str, str], UUID] = {}
-        for k, uuids in existing.items():
+        for k, uuids in view.owned(owner).items():
             live = [u for u in uuids if u not in deleted]
             if not live:
                 continue
             if k in desired:
-                live = sorted(live, key=str)
+                if len(live) > 1:
+                    live = sorted(live, key=str)
                 keep[k] = live[0]
                 extra = live[1:]          # duplicates: keep one
             else:
@@ -299,58 +324,44 @@ class Planner:
                 local_deleted.add(u)
         all_deleted = deleted | local_deleted if local_deleted else deleted
         local_pending: dict[tuple[str, str], Pending] = {}
-
-        def resolve(r: Row, fname: str, ref_table: str, name: str) -> Ref:
-            p = local_pending.get((ref_table, name)) or self.pending.get((ref_table, name))
-            if p is not None:
-                return p
-            found = [u for u in view.by_name(ref_table, name) if u not in all_deleted]
-            if len(found) == 1:
-                return found[0]
-            if not found:
-                raise MissingReferenceError(owner, r.TABLE, r.key, fname, ref_table, name)
-            raise AmbiguousReferenceError(owner, r.TABLE, r.key, fname, ref_table, name,
-                                          len(found))
-
-        def check_name(r: Row, name: str, self_uuid: UUID | None) -> None:
-            p = local_pending.get((r.TABLE, name)) or self.pending.get((r.TABLE, name))
-            if p is not None:
-                raise ConflictError(owner, r.TABLE, r.key, name,
-                                    f"is being created by {p.owner} (key {p.key!r})")
-            for u in view.by_name(r.TABLE, name):
-                if u == self_uuid or u in all_deleted:
-                    continue
-                o = view.ownership(r.TABLE, u)
-                holder = (f"belongs to {o[0]}/{o[1]} (key {o[2]!r})" if o else
-                          "is not managed by northd_sync (no k8s.ovn.org/owner external_ids)")
-                raise ConflictError(owner, r.TABLE, r.key, name, holder)
-
         new_links: list[tuple[UUID, str]] = []
-        for k in sorted(desired, key=lambda k: TABLE_RANK[k[0]]):
+
+        order = desired if len(desired) < 2 else sorted(desired, key=_rank)
+        for k in order:
             r = desired[k]
+            info = _info(type(r))
             table = r.TABLE
             has_ext = view.has_external_ids(table)
             values: dict[str, Any] = {}
-            for fname, col in row_spec(type(r)):
+            for fname, cname, kind, ref_table in info.spec:
                 v = getattr(r, fname)
-                if col.kind is Kind.REF_SET:
-                    assert col.ref_table is not None
-                    values[col.name] = frozenset(resolve(r, fname, col.ref_table, n) for n in v)
-                else:
-                    values[col.name] = canonical(col.kind, v)
+                if kind is Kind.STR_SET:
+                    v = frozenset(v)
+                elif kind is Kind.MAP:
+                    v = _as_dict(v)
+                elif kind is Kind.REF_SET:
+                    v = frozenset(self._resolve(owner, r, fname, ref_table, n, local_pending,
+                                                all_deleted) for n in v)
+                elif kind is Kind.BANDS:
+                    v = canonical(kind, v)
+                values[cname] = v
             if has_ext:
-                values["external_ids"] = {**_as_dict(r.external_ids),
-                                          **ownership_ids(owner, r.key)}
+                ext = dict(_as_dict(r.external_ids))
+                ext[OWNER_TYPE_KEY] = owner.type
+                ext[OWNER_KEY] = owner.name
+                ext[ID_KEY] = r.key
+                values["external_ids"] = ext
             links: list[Link] = []
-            for p in r.PARENTS:
+            for p in info.parents:
                 for pname in _parent_names(r, p):
-                    links.append((p.table, p.column, resolve(r, p.field, p.table, pname)))
+                    links.append((p.table, p.column,
+                                  self._resolve(owner, r, p.field, p.table, pname,
+                                                local_pending, all_deleted)))
             cur_uuid = keep.get(k)
             if cur_uuid is None:
-                kinds = column_kinds(type(r))
                 name = r.row_name
                 if name is not None:
-                    check_name(r, name, None)
+                    self._check_name(owner, r, name, None, local_pending, all_deleted)
                 uuid = memo.get(k)
                 if uuid is None:
                     uuid = memo[k] = uuidlib.uuid4()
@@ -358,6 +369,7 @@ class Planner:
                 if name is not None:
                     local_pending[(table, name)] = ref
                 # Columns left at their default need not be sent (nor checked).
+                kinds = info.kinds
                 encoded = self._encode(owner, r, {
                     c: v for c, v in values.items()
                     if (kc := kinds[c]) is None or v != DEFAULTS[kc]})
@@ -370,30 +382,32 @@ class Planner:
             current = view.values(table, cur_uuid, cols)
             changes: dict[str, tuple[Any, Any]] = {}
             changed_values: dict[str, Any] = {}
-            for col in cols:
-                new = values[col.name]
-                old = current.get(col.name)
+            for cname, new in values.items():
+                old = current.get(cname)
                 if old != new:
-                    changes[col.name] = (old, new)
-                    changed_values[col.name] = new
+                    changes[cname] = (old, new)
+                    changed_values[cname] = new
             if "name" in changed_values:
-                check_name(r, changed_values["name"], cur_uuid)
+                self._check_name(owner, r, changed_values["name"], cur_uuid, local_pending,
+                                 all_deleted)
             add_links: list[Link] = []
             remove_links: list[tuple[str, str, UUID]] = []
-            if r.PARENTS:
-                declared = {(p.table, p.column) for p in r.PARENTS}
+            if info.parents:
+                declared = info.declared
                 have = {lk for lk in view.parents(table, cur_uuid)
                         if (lk[0], lk[1]) in declared and lk[2] not in all_deleted}
                 want = set(links)
-                add_links = [lk for lk in links if lk not in have]
-                remove_links = sorted(have - want, key=str)
-                for p in r.PARENTS:
-                    old_names = sorted(self._name(lk[0], lk[2]) for lk in have
-                                       if (lk[0], lk[1]) == (p.table, p.column))
-                    new_names = sorted(_parent_names(r, p))
-                    if old_names != new_names:
-                        changes[p.field] = (tuple(old_names), tuple(new_names))
-                new_links += [(lk[2], lk[0]) for lk in add_links if isinstance(lk[2], UUID)]
+                if have != want:
+                    add_links = [lk for lk in links if lk not in have]
+                    remove_links = sorted(have - want, key=str)
+                    for p in info.parents:
+                        old_names = sorted(self._name(lk[0], lk[2]) for lk in have
+                                           if (lk[0], lk[1]) == (p.table, p.column))
+                        new_names = sorted(_parent_names(r, p))
+                        if old_names != new_names:
+                            changes[p.field] = (tuple(old_names), tuple(new_names))
+                    new_links += [(lk[2], lk[0]) for lk in add_links
+                                  if isinstance(lk[2], UUID)]
             if changes:
                 encoded = self._encode(owner, r, changed_values)
                 plan.updates.append(Update(r, cur_uuid, changes, changed_values, encoded,
@@ -403,13 +417,48 @@ class Planner:
             self._plan_registry(owner, desired, plan)
 
         # success: merge the scratch state
-        self.deleted |= local_deleted
-        for u in local_deleted:
-            self.deleted_by[u] = owner
-        self.pending.update(local_pending)
+        if local_deleted:
+            self.deleted |= local_deleted
+            for u in local_deleted:
+                self.deleted_by[u] = owner
+        if local_pending:
+            self.pending.update(local_pending)
         for u, ptable in new_links:
             self.linked.setdefault(u, []).append((owner, ptable))
         return plan
+
+    def _resolve(self, owner: Owner, r: Row, fname: str, ref_table: str | None, name: str,
+                 local_pending: dict[tuple[str, str], Pending], all_deleted: set[UUID]
+                 ) -> Ref:
+        assert ref_table is not None
+        p = local_pending.get((ref_table, name)) or self.pending.get((ref_table, name))
+        if p is not None:
+            return p
+        found = self.view.by_name(ref_table, name)
+        if len(found) == 1 and found[0] not in all_deleted:
+            return found[0]
+        found = [u for u in found if u not in all_deleted]
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise MissingReferenceError(owner, r.TABLE, r.key, fname, ref_table, name)
+        raise AmbiguousReferenceError(owner, r.TABLE, r.key, fname, ref_table, name,
+                                      len(found))
+
+    def _check_name(self, owner: Owner, r: Row, name: str, self_uuid: UUID | None,
+                    local_pending: dict[tuple[str, str], Pending], all_deleted: set[UUID]
+                    ) -> None:
+        p = local_pending.get((r.TABLE, name)) or self.pending.get((r.TABLE, name))
+        if p is not None:
+            raise ConflictError(owner, r.TABLE, r.key, name,
+                                f"is being created by {p.owner} (key {p.key!r})")
+        for u in self.view.by_name(r.TABLE, name):
+            if u == self_uuid or u in all_deleted:
+                continue
+            o = self.view.ownership(r.TABLE, u)
+            holder = (f"belongs to {o[0]}/{o[1]} (key {o[2]!r})" if o else
+                      "is not managed by northd_sync (no k8s.ovn.org/owner external_ids)")
+            raise ConflictError(owner, r.TABLE, r.key, name, holder)
 
     def _plan_registry(self, owner: Owner, desired: Mapping[tuple[str, str], Row],
                        plan: OwnerPlan) -> None:

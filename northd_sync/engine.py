@@ -41,7 +41,13 @@ import ovs.reconnect
 import ovs.stream
 from ovs.db.idl import Transaction
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    wait_exponential,
+    wait_random,
+)
 
 from northd_sync import fastjson
 from northd_sync.cache import IdlView, monitored_columns
@@ -229,6 +235,7 @@ class _Metrics:
             "northd_sync_batch_owners", "Owners written per committed transaction",
             registry=registry,
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000))
+        self.applied = {r: self.applies.labels(r) for r in ("changed", "unchanged", "error")}
         self.connected = Gauge(
             "northd_sync_connected", "1 while connected to the NB DB (the leader if clustered)",
             registry=registry)
@@ -534,13 +541,26 @@ class NorthdSync:
         if idl is None:
             return False
         s = idl._session
+        # rpc.get_status(): an error seen by the last recv/send, which the
+        # session only turns into a disconnect at its next run()
         return bool(idl.state == idl.IDL_S_MONITORING and s.is_connected()
-                    and s.get_seqno() == self._conn_seqno)
+                    and s.get_seqno() == self._conn_seqno and not s.rpc.get_status())
+
+    def _health(self) -> str:
+        idl = self._idl
+        if idl is None:
+            return "no connection"
+        s = idl._session
+        status = s.rpc.get_status() if s.rpc is not None else None
+        return (f"idl state {idl.state}, connected {s.is_connected()}, rpc status {status}, "
+                f"session seqno {s.get_seqno()} (connected at {self._conn_seqno})")
 
     def _lost(self, why: str) -> None:
         if self._idl is not None:
-            log.warning("northd_sync: %s to %s; reconnecting", why, self._session_name())
+            log.warning("northd_sync: %s to %s (%s); reconnecting", why, self._session_name(),
+                        self._health())
         self._last_reason = why
+        self._schema_json = None        # the server may come back with a new schema
         self._close_idl()
 
     def _close_idl(self) -> None:
@@ -572,7 +592,7 @@ class NorthdSync:
             self._expire_queued()
 
         retrying = Retrying(retry=retry_if_exception_type(_NotConnected),
-                            wait=wait_exponential_jitter(initial=0.05, max=2.0, jitter=0.05),
+                            wait=wait_exponential(multiplier=0.05, max=2.0) + wait_random(0, 0.05),
                             stop=stop, sleep=self._sleep, before_sleep=before_sleep,
                             reraise=True)
         try:
@@ -671,6 +691,9 @@ class NorthdSync:
             what = ("no member is the cluster leader yet" if len(self.remotes) > 1
                     else "the server accepts connections but did not serve " + DB_NAME)
             return f"reachable, but {what}"
+        if reachable:
+            reasons.append(f"{reachable} other member(s) reachable, but none is the cluster "
+                           "leader yet")
         return "; ".join(reasons)
 
     # --- committing ------------------------------------------------------------
@@ -683,19 +706,21 @@ class NorthdSync:
         res = ApplyResult(item.owner, len(plan.inserts), len(plan.updates), len(plan.deletes))
         item.result, item.done = res, True
         changed = not plan.empty
-        self._m.applies.labels("changed" if changed else "unchanged").inc()
-        self._count("applies")
-        if not changed:
-            self._count("applies_unchanged")
+        self._m.applied["changed" if changed else "unchanged"].inc()
+        with self._count_lock:
+            self._counts["applies"] += 1
+            if not changed:
+                self._counts["applies_unchanged"] += 1
         for f in item.futures:
             if not f.done():
                 f.set_result(res)
 
     def _fail(self, item: _Item, exc: BaseException) -> None:
         item.error, item.done = exc, True
-        self._m.applies.labels("error").inc()
-        self._count("applies")
-        self._count("applies_failed")
+        self._m.applied["error"].inc()
+        with self._count_lock:
+            self._counts["applies"] += 1
+            self._counts["applies_failed"] += 1
         for f in item.futures:
             if not f.done():
                 f.set_exception(exc)
@@ -713,7 +738,7 @@ class NorthdSync:
             return self._stopping.is_set() or all(i.deadline <= now for i in live())
 
         retrying = Retrying(retry=retry_if_exception_type(_TryAgain),
-                            wait=wait_exponential_jitter(initial=0.01, max=1.0, jitter=0.02),
+                            wait=wait_exponential(multiplier=0.01, max=1.0) + wait_random(0, 0.02),
                             stop=stop, sleep=self._sleep, reraise=True)
         try:
             for attempt in retrying:
@@ -791,6 +816,9 @@ class NorthdSync:
     def _attempt(self, items: list[_Item]) -> None:
         assert self._idl is not None
         idl = self._idl
+        idl.run()                   # plan on the latest state we can have
+        if not self._healthy():
+            raise _TryAgain("connection lost")
         planned = self._plan(items)
         todo = []
         for item, plan in planned:

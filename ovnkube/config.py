@@ -77,6 +77,12 @@ def check_remote(flag: str, text: str) -> str:
     return text
 
 
+#: Source ports the gateway routers SNAT pod traffic to: above the host's
+#: ephemeral range (32768-60999), so a node's br-ex can tell OVN's replies
+#: from the host's by destination port alone.
+GR_SNAT_PORTS = (61000, 65535)
+NODE_PORTS = (30000, 32767)
+
 DEFAULT_CLUSTER_SUBNET = ClusterSubnet.parse("10.244.0.0/16/24")
 DEFAULT_SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
 DEFAULT_JOIN_SUBNET = ipaddress.ip_network("100.64.0.0/16")

@@ -143,7 +143,8 @@ def test_topology_rows_for_a_node_with_gateway() -> None:
               if isinstance(r, LogicalRouterStaticRoute)}
     assert routes == {("GR_n1", "10.244.0.0/16", "100.64.0.1", None),
                       ("GR_n1", "0.0.0.0/0", "172.18.0.1", None),
-                      ("ovn_cluster_router", "10.244.1.0/24", "100.64.0.2", "src-ip")}
+                      ("ovn_cluster_router", "10.244.1.0/24", "100.64.0.2", "src-ip"),
+                      ("ovn_cluster_router", "100.64.0.2/32", "100.64.0.2", None)}
     # Without chassis and gateway: only the node switch part.
     small = topology.node_rows(cfg, "n1", N("10.244.1.0/24"), I("100.64.0.2/16"), None, None)
     assert {type(r).__name__ for r in small} == {"LogicalSwitch", "LogicalRouterPort",

@@ -28,11 +28,12 @@ from northd_sync.rows import (
     Row,
 )
 from ovnkube.annotations import IPInterface, IPNetwork, L3GatewayConfig, PodNetwork, mac_from_ip
-from ovnkube.config import Config
+from ovnkube.config import GR_SNAT_PORTS, Config
 from ovnkube.master import names
 from ovnkube.master.allocators import node_gateway_ip, node_mgmt_ip
 
 CLUSTER_OWNER_TYPE = "Cluster"
+GR_SNAT_PORT_RANGE = "{}-{}".format(*GR_SNAT_PORTS)
 CLUSTER_OWNER = "default"
 
 
@@ -122,15 +123,20 @@ def gateway_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterf
         # Return traffic to pods goes back through the cluster router.
         rows.append(LogicalRouterStaticRoute(gr, ip_prefix=str(cs.cidr),
                                              nexthop=str(rtoj_cluster.ip)))
-        # Pod traffic leaving the cluster is SNATed to the node's address.
+        # Pod traffic leaving the cluster is SNATed to the node's address, on
+        # source ports the host does not use, so br-ex can tell replies apart.
         rows.append(NAT(gr, type="snat", external_ip=str(node_ip.ip),
-                        logical_ip=str(cs.cidr)))
+                        logical_ip=str(cs.cidr), external_port_range=GR_SNAT_PORT_RANGE))
     for hop in gw.next_hops:
         rows.append(LogicalRouterStaticRoute(gr, ip_prefix="0.0.0.0/0", nexthop=str(hop),
                                              output_port=names.gr_to_ext(node)))
     # Pods of this node leave the cluster through this node's gateway router.
     rows.append(LogicalRouterStaticRoute(names.CLUSTER_ROUTER, ip_prefix=str(subnet),
                                          nexthop=str(join_ip.ip), policy="src-ip"))
+    # ...but replies to a gateway router (NodePort traffic it SNATed to its
+    # join address) go to that router: a /32 outranks the /24 source route.
+    rows.append(LogicalRouterStaticRoute(names.CLUSTER_ROUTER, ip_prefix=f"{join_ip.ip}/32",
+                                         nexthop=str(join_ip.ip)))
     return rows
 
 

@@ -1,0 +1,131 @@
+"""OpenFlow rules of br-ex in shared gateway mode.
+
+br-ex carries the uplink, the host (LOCAL, with the node IP) and the patch
+port to OVN's gateway router, which shares the node's MAC and IP. A plain
+learning switch cannot tell which of the two a packet from outside belongs
+to. ovn-kubernetes decides by conntrack marks; the userspace datapath here
+loses those across OVN's own NAT zones, so we decide statelessly, by port:
+- the gateway router SNATs pod traffic to source ports in GR_SNAT_PORTS,
+  above the host's ephemeral range, so replies to those ports go to OVN;
+- NodePorts go to OVN (the host does not listen on them);
+- ICMP and non-IP traffic (ARP) go to both; whoever does not know it drops it;
+- everything else is the host's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import threading
+
+from ovnkube.config import GR_SNAT_PORTS, NODE_PORTS
+
+log = logging.getLogger(__name__)
+
+
+
+def port_range_masks(lo: int, hi: int) -> list[str]:
+    """Cover [lo, hi] with value/mask pairs, as OpenFlow matches port ranges."""
+    out: list[str] = []
+    while lo <= hi:
+        size = 1
+        while lo % (size * 2) == 0 and lo + size * 2 - 1 <= hi:
+            size *= 2
+        out.append(f"0x{lo:04x}/0x{(0xFFFF & ~(size - 1)):04x}")
+        lo += size
+    return out
+
+
+def gateway_flows(uplink: int, patch: int | None,
+                  node_ports: tuple[int, int] = NODE_PORTS,
+                  snat_ports: tuple[int, int] = GR_SNAT_PORTS) -> list[str]:
+    """The whole br-ex flow table, given the uplink's and the patch port's ofports."""
+    if patch is None:
+        # No gateway router bound here yet: the host alone uses the uplink.
+        return ["table=0,priority=0,actions=NORMAL"]
+    flows = [
+        f"table=0,priority=100,in_port={patch},actions=output:{uplink}",
+        f"table=0,priority=100,in_port=LOCAL,actions=output:{uplink}",
+        f"table=0,priority=50,in_port={uplink},icmp,actions=output:LOCAL,output:{patch}",
+        f"table=0,priority=50,in_port={uplink},icmp6,actions=output:LOCAL,output:{patch}",
+    ]
+    for proto in ("tcp", "udp", "sctp"):
+        for lo_hi in (snat_ports, node_ports):
+            for m in port_range_masks(*lo_hi):
+                flows.append(f"table=0,priority=40,in_port={uplink},{proto},tp_dst={m},"
+                             f"actions=output:{patch}")
+    flows += [
+        f"table=0,priority=20,in_port={uplink},ip,actions=output:LOCAL",
+        f"table=0,priority=20,in_port={uplink},ipv6,actions=output:LOCAL",
+        f"table=0,priority=10,in_port={uplink},actions=output:LOCAL,output:{patch}",
+        "table=0,priority=0,actions=drop",
+    ]
+    return flows
+
+
+class GatewayFlows:
+    """Keeps br-ex's flows right as the patch port to OVN comes and goes."""
+
+    def __init__(self, bridge: str, uplink: str, ovs_db: str, rundir: str,
+                 interval: float = 2.0) -> None:
+        self.bridge = bridge
+        self.uplink = uplink
+        self.ovs_db = ovs_db
+        self.env = {**os.environ, **({"OVS_RUNDIR": rundir} if rundir else {})}
+        self.interval = interval
+        self._stop = threading.Event()
+        self._installed: list[str] | None = None
+        self._thread: threading.Thread | None = None
+
+    def _vsctl(self, *args: str) -> str:
+        return subprocess.run(["ovs-vsctl", f"--db={self.ovs_db}", "--timeout=10", *args],
+                              capture_output=True, text=True, check=True).stdout
+
+    def _ofport(self, iface: str) -> int | None:
+        try:
+            v = int(self._vsctl("get", "Interface", iface, "ofport").strip())
+        except (subprocess.CalledProcessError, ValueError):
+            return None
+        return v if v > 0 else None
+
+    def patch_port(self) -> str | None:
+        for port in self._vsctl("list-ports", self.bridge).split():
+            if port.startswith("patch-") and port.endswith("-to-br-int"):
+                return port
+        return None
+
+    def reconcile(self) -> None:
+        uplink = self._ofport(self.uplink)
+        if uplink is None:
+            return
+        patch_name = self.patch_port()
+        patch = self._ofport(patch_name) if patch_name else None
+        flows = gateway_flows(uplink, patch)
+        if flows == self._installed:
+            return
+        subprocess.run(["ovs-ofctl", "--bundle", "replace-flows", self.bridge, "-"],
+                       input="\n".join(flows) + "\n", text=True, capture_output=True,
+                       check=True, env=self.env)
+        self._installed = flows
+        log.info("br-ex flows installed (%d; patch port %s)", len(flows), patch_name)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.reconcile()
+            except (subprocess.CalledProcessError, OSError) as e:
+                msg = getattr(e, "stderr", "") or str(e)
+                log.warning("br-ex flows: %s", msg.strip())
+
+    def start(self) -> GatewayFlows:
+        try:
+            self.reconcile()
+        except (subprocess.CalledProcessError, OSError) as e:
+            log.warning("br-ex flows: %s", (getattr(e, "stderr", "") or str(e)).strip())
+        self._thread = threading.Thread(target=self._run, name="gateway-flows", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()

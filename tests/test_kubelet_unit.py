@@ -1,0 +1,176 @@
+"""The netns-kubelet's pure parts and its CNI execution, without an apiserver:
+config selection, conflist chaining with real (tiny) plugin executables, result
+parsing, what a container runs, $(VAR) expansion, probe thresholds."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from localcluster.kubelet_cni import (
+    CniError,
+    CniRuntime,
+    NoNetworkConfig,
+    load_network,
+    result_ips,
+)
+from localcluster.kubelet_runtime import (
+    NO_IMAGE_MSG,
+    ProbeState,
+    StartError,
+    container_argv,
+    expand,
+)
+
+PY = "/venv/python"
+AGNHOST = [PY, "-m", "localcluster.agnhost"]
+
+# A plugin that records its call and answers like a CNI plugin would.
+RECORDER = r'''
+import json, os, sys
+conf = json.load(sys.stdin)
+with open(conf["log"], "a") as f:
+    f.write(json.dumps({"type": conf["type"], "cmd": os.environ["CNI_COMMAND"],
+                        "path": os.environ["CNI_PATH"], "conf": conf}) + "\n")
+if conf.get("fail"):
+    print(json.dumps({"cniVersion": "1.1.0", "code": 11, "msg": conf["fail"],
+                      "details": "d"}))
+    sys.exit(1)
+if conf.get("garbage"):
+    sys.stderr.write("plugin crashed\n")
+    sys.exit(2)
+if os.environ["CNI_COMMAND"] == "ADD":
+    res = conf.get("prevResult") or {"cniVersion": conf["cniVersion"], "ips": []}
+    res = dict(res)
+    res["ips"] = res["ips"] + [{"address": conf["addr"]}] if conf.get("addr") else res["ips"]
+    print(json.dumps(res))
+'''
+
+
+def write_plugin(bin_dir: Path, name: str) -> None:
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    p = bin_dir / name
+    p.write_text(f"#!{sys.executable} -I\n{RECORDER}")
+    p.chmod(0o755)
+
+
+def test_first_valid_config_in_lexical_order(tmp_path: Path) -> None:
+    with pytest.raises(NoNetworkConfig):
+        load_network(tmp_path / "missing")
+    (tmp_path / "05-broken.conflist").write_text("{not json")
+    (tmp_path / ".10-hidden.conflist").write_text(json.dumps(
+        {"name": "hidden", "cniVersion": "1.1.0", "plugins": [{"type": "x"}]}))
+    (tmp_path / "20-single.conf").write_text(json.dumps(
+        {"name": "single", "cniVersion": "1.0.0", "type": "bridge"}))
+    (tmp_path / "30-list.conflist").write_text(json.dumps(
+        {"name": "list", "cniVersion": "1.1.0", "plugins": [{"type": "a"}, {"type": "b"}]}))
+    (tmp_path / "00-notes.txt").write_text("ignored")
+    net = load_network(tmp_path)
+    assert (net.name, net.cni_version, [p["type"] for p in net.plugins]) == \
+        ("single", "1.0.0", ["bridge"])
+    (tmp_path / "20-single.conf").unlink()
+    assert load_network(tmp_path).name == "list"
+
+
+def test_conflist_chain_add_and_reverse_del(tmp_path: Path) -> None:
+    bins = tmp_path / "bin"
+    for name in ("first", "second"):
+        write_plugin(bins, name)
+    log = tmp_path / "calls.jsonl"
+    (tmp_path / "10-net.conflist").write_text(json.dumps({
+        "name": "net", "cniVersion": "1.1.0",
+        "plugins": [{"type": "first", "log": str(log), "addr": "10.0.0.5/24"},
+                    {"type": "second", "log": str(log),
+                     "capabilities": {"portMappings": True}}]}))
+    net = load_network(tmp_path)
+    rt = CniRuntime([tmp_path / "nope", bins])
+    pm = {"portMappings": [{"hostPort": 80, "containerPort": 8080, "protocol": "tcp"}]}
+    res = rt.add(net, {"CNI_CONTAINERID": "c1"}, pm)
+    assert res["ips"] == [{"address": "10.0.0.5/24"}]
+    rt.delete(net, {"CNI_CONTAINERID": "c1"}, res, pm)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(c["type"], c["cmd"]) for c in calls] == [
+        ("first", "ADD"), ("second", "ADD"), ("second", "DEL"), ("first", "DEL")]
+    first_add, second_add, second_del, first_del = (c["conf"] for c in calls)
+    assert first_add["name"] == "net" and first_add["cniVersion"] == "1.1.0"
+    assert "prevResult" not in first_add and "runtimeConfig" not in first_add
+    assert second_add["prevResult"]["ips"] == [{"address": "10.0.0.5/24"}]
+    assert second_add["runtimeConfig"] == pm  # only for plugins with the capability
+    assert second_del["prevResult"] == res and first_del["prevResult"] == res
+    assert calls[0]["path"] == f"{tmp_path / 'nope'}:{bins}"
+
+
+def test_plugin_errors(tmp_path: Path) -> None:
+    bins = tmp_path / "bin"
+    write_plugin(bins, "p")
+    log = str(tmp_path / "log")
+    (tmp_path / "a.conflist").write_text(json.dumps(
+        {"name": "n", "cniVersion": "1.1.0", "plugins": [{"type": "p", "log": log,
+                                                           "fail": "no IPs left"}]}))
+    rt = CniRuntime([bins])
+    with pytest.raises(CniError) as e:
+        rt.add(load_network(tmp_path), {})
+    assert (e.value.code, e.value.msg, e.value.details, e.value.plugin) == \
+        (11, "no IPs left", "d", "p")
+    (tmp_path / "a.conflist").write_text(json.dumps(
+        {"name": "n", "cniVersion": "1.1.0", "plugins": [{"type": "p", "log": log,
+                                                           "garbage": True}]}))
+    with pytest.raises(CniError, match="plugin crashed"):
+        rt.add(load_network(tmp_path), {})
+    (tmp_path / "a.conflist").write_text(json.dumps(
+        {"name": "n", "cniVersion": "1.1.0", "plugins": [{"type": "absent"}]}))
+    with pytest.raises(CniError, match='failed to find plugin "absent"'):
+        rt.add(load_network(tmp_path), {})
+
+
+def test_result_ips() -> None:
+    res = {"interfaces": [{"name": "veth1"}, {"name": "eth0", "sandbox": "/run/netns/x"},
+                          {"name": "net1", "sandbox": "/run/netns/x"}],
+           "ips": [{"address": "fd00::5/64", "interface": 1},
+                   {"address": "10.0.0.5/24", "interface": 1},
+                   {"address": "192.168.0.9/24", "interface": 2}]}
+    assert result_ips(res) == ["10.0.0.5", "fd00::5"]
+    assert result_ips({"ips": [{"address": "10.1.1.1/32"}]}) == ["10.1.1.1"]
+    assert result_ips({"ip4": {"ip": "10.2.2.2/24"}}) == ["10.2.2.2"]
+    assert result_ips({"ips": []}) == []
+
+
+def test_what_a_container_runs() -> None:
+    agn = "registry.k8s.io/e2e-test-images/agnhost:2.53"
+    assert container_argv({"image": agn, "args": ["netexec", "--http-port=80"]}, PY) == \
+        [*AGNHOST, "netexec", "--http-port=80"]
+    assert container_argv({"image": agn, "command": ["/agnhost", "netexec"],
+                           "args": ["--udp-port=-1"]}, PY) == \
+        [*AGNHOST, "netexec", "--udp-port=-1"]
+    assert container_argv({"image": agn}, PY) == [*AGNHOST, "pause"]
+    assert container_argv({"image": agn, "command": ["sh", "-c", "x"]}, PY) == \
+        ["sh", "-c", "x"]
+    assert container_argv({"image": "registry.k8s.io/pause:3.10"}, PY) == [*AGNHOST, "pause"]
+    assert container_argv({"image": "busybox", "command": ["sleep"], "args": ["1"]}, PY) == \
+        ["sleep", "1"]
+    with pytest.raises(StartError) as e:
+        container_argv({"image": "nginx", "args": ["-g", "daemon off;"]}, PY)
+    assert e.value.reason == "ErrImagePull" and NO_IMAGE_MSG in e.value.message
+    assert e.value.exit_code is None
+
+
+def test_expand() -> None:
+    env = {"A": "1", "B": "two"}
+    assert expand("$(A)-$(B)-$(C)-$$(A)", env) == "1-two-$(C)-$(A)"
+
+
+def test_probe_thresholds() -> None:
+    p = ProbeState("readiness", {"periodSeconds": 2, "initialDelaySeconds": 5,
+                                 "successThreshold": 2, "failureThreshold": 2}, started=100.0)
+    assert p.next_due == 105.0 and p.result is None
+    assert p.record(True, "", 105.0) is None and p.next_due == 107.0
+    assert p.record(True, "", 107.0) is True
+    assert p.record(False, "x", 109.0) is None
+    assert p.record(True, "", 111.0) is None  # a success resets the failure count
+    assert p.record(False, "x", 113.0) is None
+    assert p.record(False, "x", 115.0) is False and p.last_message == "x"
+    d = ProbeState("liveness", {}, started=0.0)
+    assert (d.period, d.timeout, d.success_threshold, d.failure_threshold) == (10, 1, 1, 3)
