@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps test lint unit demo bench clean-leftovers
+.PHONY: deps test lint demo demo-down bench clean-leftovers
 
 deps:
 	bash hack/install-deps.sh
@@ -18,6 +18,9 @@ test: lint
 
 demo: deps
 	$(PY) -m localcluster.demo
+
+demo-down:
+	$(VENV)/bin/ovnkube-local down --name demo
 
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

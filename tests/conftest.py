@@ -171,3 +171,18 @@ def kube_client(kube_api: KubeControlPlane):  # type: ignore[no-untyped-def]
     client = kube_api.api_client()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def local_cluster():  # type: ignore[no-untyped-def]
+    """A 2-node `ovnkube-local` cluster (real control plane, OVN, OVS, kubelets)."""
+    need_root()
+    need_kube()
+    from localcluster.cluster import Cluster
+    from tests.e2e_helpers import E2E
+
+    c = Cluster.create(f"e2e{secrets.token_hex(2)}", 2)
+    try:
+        yield E2E(c)
+    finally:
+        c.down()

@@ -1,0 +1,111 @@
+"""Driving an `ovnkube-local` cluster from tests: manifests, waits, commands
+inside pods and nodes (what `kubectl exec` would be on a real cluster)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from localcluster.cluster import Cluster
+from localcluster.kube import kube_bin
+from localcluster.kubelet import pod_netns_name
+
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
+
+
+def wait_for(fn: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            v = fn()
+            if v:
+                return v
+        except (AssertionError, subprocess.CalledProcessError) as e:
+            last = e
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not reached in {timeout:.0f}s" + (f": {last}" if last else ""))
+
+
+class E2E:
+    def __init__(self, cluster: Cluster) -> None:
+        self.c = cluster
+        self.nodes = cluster.s.nodes
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
+        res = subprocess.run([kube_bin("kubectl"), f"--kubeconfig={self.c.s.kubeconfig}",
+                              *args], input=input, capture_output=True, text=True,
+                             timeout=timeout)
+        if res.returncode != 0:
+            raise subprocess.CalledProcessError(res.returncode, args, res.stdout, res.stderr)
+        return res.stdout
+
+    def apply(self, manifest: str, namespace: str = "default") -> None:
+        self.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
+        return dict(json.loads(self.kubectl("get", kind, name, "-n", namespace, "-o", "json")))
+
+    def pods(self, selector: str, namespace: str = "default") -> list[dict[str, Any]]:
+        out = self.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
+        return list(json.loads(out)["items"])
+
+    def ready_pods(self, selector: str, count: int, namespace: str = "default",
+                   timeout: float = 120) -> list[dict[str, Any]]:
+        def ready() -> list[dict[str, Any]] | None:
+            pods = [p for p in self.pods(selector, namespace)
+                    if "deletionTimestamp" not in p["metadata"]
+                    and any(c["type"] == "Ready" and c["status"] == "True"
+                            for c in p["status"].get("conditions", []))]
+            return pods if len(pods) == count else None
+        return list(wait_for(ready, timeout, f"{count} ready pods {selector}"))
+
+    def pod_exec(self, pod: dict[str, Any], *cmd: str, timeout: float = 30) -> str:
+        node = pod["spec"]["nodeName"]
+        ns = pod_netns_name(self.c.s.node_dir(node) / "kubelet", pod["metadata"]["uid"])
+        return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True,
+                              text=True, timeout=timeout, check=True).stdout
+
+    def node_exec(self, node: str, *cmd: str, timeout: float = 30) -> str:
+        return subprocess.run(["ip", "netns", "exec", self.c.s.node_netns(node), *cmd],
+                              capture_output=True, text=True, timeout=timeout,
+                              check=True).stdout
+
+    def underlay_exec(self, *cmd: str, timeout: float = 30) -> str:
+        return subprocess.run(["ip", "netns", "exec", self.c.s.netns("ul"), *cmd],
+                              capture_output=True, text=True, timeout=timeout,
+                              check=True).stdout
+
+    def curl(self, where: Callable[..., str], url: str, *extra: str, timeout: int = 5) -> str:
+        return where("curl", "-sS", "-m", str(timeout), *extra, url)
+
+    def node_ip(self, node: str) -> str:
+        return self.c.s.node_ip(node)
+
+    @property
+    def cp_ip(self) -> str:
+        return self.c.s.cp_ip
+
+
+def netexec_deployment(name: str, replicas: int, extra_args: str = "",
+                       readiness: bool = True, node: str | None = None) -> str:
+    probe = ("        readinessProbe: {httpGet: {path: /healthz, port: 8080}, "
+             "periodSeconds: 1}\n") if readiness else ""
+    selector = f"      nodeName: {node}\n" if node else ""
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+{selector}      containers:
+      - name: agnhost
+        image: {AGNHOST}
+        args: ["netexec", "--http-port=8080", "--udp-port=8081"{extra_args}]
+{probe}"""

@@ -1,0 +1,89 @@
+"""End to end on an `ovnkube-local` cluster: real control plane, OVN, OVS in
+userspace, node agents, the CNI shim run by a kubelet, pods as processes."""
+
+from __future__ import annotations
+
+import subprocess
+
+from localcluster import netns as nets
+from localcluster.cluster import Cluster, cluster_dir, netns_prefix
+from localcluster.sweep import our_pids
+from tests.e2e_helpers import E2E, netexec_deployment, wait_for
+
+
+def _by_node(pods: list[dict]) -> dict[str, list[dict]]:  # type: ignore[type-arg]
+    out: dict[str, list[dict]] = {}  # type: ignore[type-arg]
+    for p in pods:
+        out.setdefault(p["spec"]["nodeName"], []).append(p)
+    return out
+
+
+def test_pod_connectivity(local_cluster: E2E) -> None:
+    e = local_cluster
+    n1, n2 = e.nodes
+    e.apply(netexec_deployment("conn-a", 2, node=n1))
+    e.apply(netexec_deployment("conn-b", 1, node=n2))
+    a1, a2 = e.ready_pods("app=conn-a", 2)
+    (b1,) = e.ready_pods("app=conn-b", 1)
+    # Pod to pod on the same node, and across nodes (Geneve).
+    for src, dst in ((a1, a2), (a1, b1), (b1, a2)):
+        got = e.curl(lambda *c, s=src: e.pod_exec(s, *c),
+                     f"http://{dst['status']['podIP']}:8080/hostname")
+        assert got == dst["metadata"]["name"]
+    # The pod sees the other pod's own address (no NAT inside the cluster).
+    got = e.curl(lambda *c: e.pod_exec(b1, *c), f"http://{a1['status']['podIP']}:8080/clientip")
+    assert got.split(":")[0] == b1["status"]["podIP"]
+    # Node host to a pod (through the management port), local and remote.
+    for pod in (a1, b1):
+        got = e.curl(lambda *c: e.node_exec(n1, *c),
+                     f"http://{pod['status']['podIP']}:8080/hostname")
+        assert got == pod["metadata"]["name"]
+    # Pod out through its node's gateway to an address on the underlay: the
+    # control plane's apiserver sees the node's IP (SNAT at GR_<node>).
+    assert e.curl(lambda *c: e.pod_exec(b1, *c), f"https://{e.cp_ip}:6443/healthz",
+                  "-k") == "ok"
+    assert " 0% packet loss" in e.pod_exec(a1, "ping", "-c", "2", "-W", "3", e.cp_ip)
+    # Every pod has its port in the NB, named <ns>_<pod>.
+    ports = e.c.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split()
+    for pod in (a1, a2, b1):
+        assert f"default_{pod['metadata']['name']}" in ports
+
+
+def test_deployment_scale_keeps_connectivity(local_cluster: E2E) -> None:
+    e = local_cluster
+    e.apply(netexec_deployment("scale", 2))
+    e.apply(netexec_deployment("scale-client", 1))
+    (client,) = e.ready_pods("app=scale-client", 1)
+
+    def all_answer(n: int) -> bool:
+        pods = e.ready_pods("app=scale", n)
+        for p in pods:
+            got = e.curl(lambda *c: e.pod_exec(client, *c),
+                         f"http://{p['status']['podIP']}:8080/hostname")
+            assert got == p["metadata"]["name"]
+        return True
+
+    assert all_answer(2)
+    e.kubectl("scale", "deployment/scale", "--replicas=5")
+    assert wait_for(lambda: all_answer(5), 120, "5 replicas answering")
+    assert len(_by_node(e.ready_pods("app=scale", 5))) == 2  # spread over both nodes
+    e.kubectl("scale", "deployment/scale", "--replicas=1")
+    assert wait_for(lambda: all_answer(1), 120, "1 replica answering")
+    # Ports of the removed pods are gone from the NB.
+    live = {f"default_{p['metadata']['name']}" for p in e.pods("app=scale")}
+    wait_for(lambda: {n for n in e.c.nbctl("--bare", "--columns=name", "list",
+                                           "Logical_Switch_Port").split()
+                      if n.startswith("default_scale-") and "client" not in n} <= live,
+             60, "ports of deleted pods removed")
+
+
+def test_down_leaves_nothing() -> None:
+    c = Cluster.create("gone" + __import__("secrets").token_hex(2), 1)
+    name, d = c.s.name, c.s.dir
+    assert nets.list_netns(netns_prefix(name))
+    c.down()
+    assert nets.list_netns(netns_prefix(name)) == []
+    assert our_pids(marker=d) == []
+    assert not cluster_dir(name).exists()
+    leftover = subprocess.run(["pgrep", "-f", d], capture_output=True, text=True).stdout
+    assert leftover == ""
