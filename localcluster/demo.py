@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 from localcluster import cluster as lc
 from localcluster.kubelet import pod_netns_name
@@ -65,7 +66,7 @@ def main() -> int:
     say("a Deployment of 3 agnhost netexec pods and a ClusterIP Service")
     run([*kubectl, "apply", "-f", "-"], input=MANIFEST)
     deadline = time.monotonic() + 120
-    pods: list[dict] = []  # type: ignore[type-arg]
+    pods: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         items = json.loads(run([*kubectl, "get", "pods", "-l", "app=web", "-o", "json"]))["items"]
         pods = [p for p in items if any(
@@ -80,7 +81,7 @@ def main() -> int:
         return 1
     print(run([*kubectl, "get", "pods", "-o", "wide"]))
 
-    def pod_curl(pod: dict, url: str) -> str:  # type: ignore[type-arg]
+    def pod_curl(pod: dict[str, Any], url: str) -> str:
         ns = pod_netns_name(c.s.node_dir(pod["spec"]["nodeName"]) / "kubelet",
                             pod["metadata"]["uid"])
         return run(["ip", "netns", "exec", ns, "curl", "-sS", "-m", "5", url])
