@@ -82,21 +82,28 @@ class WorkQueue:
                     self._queue.append(key)
                     self._cond.notify()
 
+    def retry(self, key: str, error: BaseException) -> None:
+        """Handle `key` again later, backing off per consecutive failure (also
+        for work that finished after its handler returned, e.g. a NB commit)."""
+        with self._cond:
+            n = self._failures.get(key, 0) + 1
+            self._failures[key] = n
+        delay = min(self.base_delay * 2 ** (n - 1), self.max_delay)
+        if isinstance(error, RetryLater):
+            log.info("%s %s: %s; retry in %.2fs", self.name, key, error, delay)
+        else:
+            log.error("%s %s failed (attempt %d): %s; retry in %.2fs", self.name, key, n,
+                      error, delay, exc_info=error)
+        self.add_after(key, delay)
+
     def _work(self) -> None:
         while (key := self._next()) is not None:
             try:
                 self.handler(key)
-                self._failures.pop(key, None)
+                with self._cond:
+                    self._failures.pop(key, None)
             except Exception as e:
-                n = self._failures.get(key, 0) + 1
-                self._failures[key] = n
-                delay = min(self.base_delay * 2 ** (n - 1), self.max_delay)
-                if isinstance(e, RetryLater):
-                    log.info("%s %s: %s; retry in %.2fs", self.name, key, e, delay)
-                else:
-                    log.exception("%s %s failed (attempt %d); retry in %.2fs",
-                                  self.name, key, n, delay)
-                self.add_after(key, delay)
+                self.retry(key, e)
             finally:
                 self._done(key)
 

@@ -18,7 +18,7 @@ log = logging.getLogger("ovnkube.master")
 def parse(argv: list[str]) -> tuple[argparse.Namespace, object]:
     p = argparse.ArgumentParser(prog="ovnkube master")
     add_common_args(p)
-    p.add_argument("--workers", type=int, default=int(os.environ.get("OVNKUBE_WORKERS", "8")),
+    p.add_argument("--workers", type=int, default=int(os.environ.get("OVNKUBE_WORKERS", "16")),
                    help="pods handled in parallel")
     p.add_argument("--no-leader-elect", action="store_true",
                    help="run without a Lease (only one master may then run)")

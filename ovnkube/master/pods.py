@@ -11,10 +11,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
 from kubernetes import client
 
+from northd_sync import ApplyResult
 from northd_sync.rows import Row
 from ovnkube.annotations import POD_NETWORKS, AnnotationError, PodNetwork, mac_from_ip
 from ovnkube.kubeclient import (
@@ -110,7 +112,16 @@ class PodController:
         if self.m.pods.get(key) is None:  # deleted meanwhile: undo
             self._forget(key)
             return
-        self.m.engine.apply(topology.owner(OWNER_TYPE, key), topology.pod_rows(pod, node, net))
+        # Do not hold a worker while the NB commits: many pods then share one
+        # transaction. A failed commit brings the pod back with backoff.
+        fut = self.m.engine.apply(topology.owner(OWNER_TYPE, key),
+                                  topology.pod_rows(pod, node, net), wait=False)
+        fut.add_done_callback(lambda f: self._committed(key, f))
+
+    def _committed(self, key: str, fut: Future[ApplyResult]) -> None:
+        err = fut.exception()
+        if err is not None:
+            self.m.pod_queue.retry(key, err)
 
     def _ensure_address(self, key: str, pod: Obj, node: str, pool: IPPool) -> PodNetwork:
         net = recorded_network(pod)
