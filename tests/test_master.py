@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import signal
@@ -15,7 +16,13 @@ from kubernetes import client
 from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral
 from localcluster.procs import DaemonSet, log_tail
-from ovnkube.annotations import NODE_SUBNETS, POD_NETWORKS, PodNetwork, parse_node_subnets
+from ovnkube.annotations import (
+    NODE_SUBNETS,
+    POD_NETWORKS,
+    AnnotationError,
+    PodNetwork,
+    parse_node_subnets,
+)
 from tests.master_helpers import KubeObjects, eventually, lsps, start_master
 
 OWNER_TYPE = "k8s.ovn.org/owner-type"
@@ -54,7 +61,8 @@ def _annotated(k: KubeObjects, ns: str) -> dict[str, PodNetwork]:
     for p in k.pods(ns):
         raw = (p["metadata"].get("annotations") or {}).get(POD_NETWORKS)
         if raw:
-            out[p["metadata"]["name"]] = PodNetwork.parse(raw)
+            with contextlib.suppress(AnnotationError):  # not (yet) the master's
+                out[p["metadata"]["name"]] = PodNetwork.parse(raw)
     return out
 
 
@@ -247,3 +255,33 @@ def test_bad_config_is_rejected_by_name() -> None:
     res = subprocess.run(["python", "-m", "ovnkube.cli", "master"], capture_output=True,
                          text=True, cwd=str(Path(__file__).resolve().parent.parent))
     assert res.returncode == 2 and "--nb-address is required" in res.stderr
+
+
+def test_bad_pod_annotation_gets_event_and_new_address(
+        kube_api: KubeControlPlane, ovn_central: OvnCentral, kobj: KubeObjects,
+        masters: DaemonSet, workdir: Path) -> None:
+    import urllib.request
+
+    from localcluster.procs import free_port
+    port = free_port()
+    _run_master(masters, kube_api, ovn_central, workdir, "master",
+                f"--metrics-bind-address=127.0.0.1:{port}")
+    node = kobj.node("bad")
+    ns = kobj.namespace("bad")
+    kobj.core.create_namespaced_pod(ns, client.V1Pod(
+        metadata=client.V1ObjectMeta(name="p", annotations={POD_NETWORKS: "{not json"}),
+        spec=client.V1PodSpec(node_name=node, automount_service_account_token=False,
+                              containers=[client.V1Container(name="c", image="pause")])))
+    eventually(lambda: "p" in _annotated(kobj, ns), what="pod re-annotated")
+
+    def event():  # type: ignore[no-untyped-def]
+        return [e for e in kobj.core.list_namespaced_event(ns).items
+                if e.reason == "ErrorParsingPodAnnotation"]
+
+    (ev, *_) = eventually(event, what="an Event naming the bad annotation")
+    assert "k8s.ovn.org/pod-networks='{not json'" in ev.message
+    eventually(lambda: f"{ns}_p" in lsps(ovn_central), what="its port")
+    # The NB writer's counters are scraped from the master.
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'northd_sync_transactions_total{result="success"}' in body
+    assert "northd_sync_commit_latency_seconds_bucket" in body

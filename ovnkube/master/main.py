@@ -29,8 +29,16 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, object]:
     p.add_argument("--retry-period", type=float, default=2.0)
     p.add_argument("--resync-period", type=float, default=600.0)
     p.add_argument("--identity", default="", help="leader election identity (default: host)")
+    p.add_argument("--metrics-bind-address", default=os.environ.get(
+        "OVNKUBE_METRICS_BIND_ADDRESS", ""),
+        help="IP:PORT to serve Prometheus metrics of the NB writer on (empty: off)")
     args = p.parse_args(argv)
     cfg = from_args(args)
+    if args.metrics_bind_address:
+        _, _, port = args.metrics_bind_address.rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"--metrics-bind-address {args.metrics_bind_address!r}: "
+                              "want IP:PORT")
     if not cfg.nb_address:
         raise ConfigError("--nb-address is required (e.g. unix:/var/run/ovn/ovnnb_db.sock)")
     return args, cfg
@@ -45,6 +53,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.loglevel.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Imported here: `--help` and config errors stay fast and need no OVS libs.
+    import prometheus_client
+
     from northd_sync import NorthdSync
     from ovnkube.config import Config
     from ovnkube.kubeclient import api_client
@@ -64,6 +74,10 @@ def main(argv: list[str]) -> int:
         except Exception as e:
             log.error("cannot use the NB database at %s: %s", cfg.nb_address, e)
             os._exit(1)
+        if args.metrics_bind_address:
+            host, _, port = args.metrics_bind_address.rpartition(":")
+            prometheus_client.start_http_server(int(port), host or "0.0.0.0",
+                                                registry=engine.registry)
         master = Master(cfg, api, engine, workers=args.workers,
                         resync_period=args.resync_period)
         state["master"], state["engine"] = master, engine

@@ -50,14 +50,16 @@ def wants_network(pod: Obj) -> bool:
 
 
 def recorded_network(pod: Obj) -> PodNetwork | None:
-    raw = get_annotations(pod).get(POD_NETWORKS)
-    if raw is None:
-        return None
     try:
-        return PodNetwork.parse(raw)
+        return parse_recorded_network(pod)
     except AnnotationError as e:
         log.warning("pod %s: ignoring %s", pod["metadata"]["name"], e)
         return None
+
+
+def parse_recorded_network(pod: Obj) -> PodNetwork | None:
+    raw = get_annotations(pod).get(POD_NETWORKS)
+    return None if raw is None else PodNetwork.parse(raw)
 
 
 class PodController:
@@ -124,7 +126,13 @@ class PodController:
             self.m.pod_queue.retry(key, err)
 
     def _ensure_address(self, key: str, pod: Obj, node: str, pool: IPPool) -> PodNetwork:
-        net = recorded_network(pod)
+        try:
+            net = parse_recorded_network(pod)
+        except AnnotationError as e:
+            # Someone wrote a bad value: say so on the pod, then replace it.
+            post_event(self.core, pod, "ErrorParsingPodAnnotation",
+                       f"{e}; assigning a new address")
+            net = None
         if net is not None and all(ip.ip in pool.subnet for ip in net.ip_addresses):
             try:
                 for addr in net.ip_addresses:
