@@ -37,6 +37,13 @@ class _NotifyingIdl(connection.OvsdbIdl):
             self.changed.notify_all()
 
 
+class _NoWaitTransaction(impl_idl.OvsVsctlTransaction):
+    """A vsctl-style transaction that does not wait for ovs-vswitchd to apply it."""
+
+    def do_post_commit(self, txn: Any) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class PodPort:
     name: str
@@ -134,7 +141,11 @@ class Ovs:
         iface_id = external_ids[IFACE_ID]
         stale = [p.name for p in self.pod_ports()
                  if p.external_ids.get(IFACE_ID) == iface_id and p.name != port]
-        with self.api.transaction(check_error=True) as txn:
+        # No wait for ovs-vswitchd to apply it (ovsdbapp's vsctl-style
+        # transactions block the one connection thread until it has): the ADD
+        # waits for ovn-installed anyway, which comes only after that.
+        with _NoWaitTransaction(self.api, self.conn, self.conn.timeout,
+                                check_error=True) as txn:
             for name in stale:
                 txn.add(self.api.del_port(name, if_exists=True))
             txn.add(self.api.del_port(port, if_exists=True))

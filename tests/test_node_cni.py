@@ -128,8 +128,12 @@ def test_two_nodes_geneve_and_gateway(bed: Bed) -> None:
     assert gw.mode == "shared" and gw.interface_id == f"br-ex_{n1.name}"
     assert [str(i) for i in gw.ip_addresses] == ["172.30.0.11/24"]
     assert [str(h) for h in gw.next_hops] == ["172.30.0.1"]
+    # br-ex took the uplink's MAC (the node's, which GR_<node> shares); the
+    # uplink got one of its own and no ARP, so the kernel stays out of it.
+    brex_mac = run(["cat", "/sys/class/net/br-ex/address"], netns=n1.netns).strip()
     up0_mac = run(["cat", "/sys/class/net/up0/address"], netns=n1.netns).strip()
-    assert gw.mac_address == up0_mac
+    assert gw.mac_address == brex_mac != up0_mac
+    assert "NOARP" in run(["ip", "link", "show", "up0"], netns=n1.netns)
     assert "physnet:br-ex" in n1.ovs.vsctl("get", "Open_vSwitch", ".",
                                            "external_ids:ovn-bridge-mappings")
     # The nodes reach each other over the underlay through br-ex.
