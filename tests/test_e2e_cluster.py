@@ -3,6 +3,7 @@ userspace, node agents, the CNI shim run by a kubelet, pods as processes."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 
 from localcluster import netns as nets
@@ -77,10 +78,14 @@ def test_deployment_scale_keeps_connectivity(local_cluster: E2E) -> None:
              60, "ports of deleted pods removed")
 
 
-def test_down_leaves_nothing() -> None:
-    c = Cluster.create("gone" + __import__("secrets").token_hex(2), 1)
+def test_second_cluster_beside_and_down_leaves_nothing(local_cluster: E2E) -> None:
+    c = Cluster.create("gone" + secrets.token_hex(2), 1)
     name, d = c.s.name, c.s.dir
     assert nets.list_netns(netns_prefix(name))
+    # Side by side with the session's cluster: its own subnet, names and dir.
+    assert c.s.underlay != local_cluster.c.s.underlay
+    assert c.s.api_port != local_cluster.c.s.api_port
+    assert c.kubectl("get", "nodes", "-o", "name").split() == [f"node/{name}-worker"]
     c.down()
     assert nets.list_netns(netns_prefix(name)) == []
     assert our_pids(marker=d) == []
