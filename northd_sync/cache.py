@@ -246,7 +246,10 @@ class IdlView:
         return self._owned.get((owner.type, owner.name), {})
 
     def owners(self, owner_type: str) -> set[str]:
-        return set(self._by_type.get(owner_type, ()))
+        out = set(self._by_type.get(owner_type, ()))
+        # owners known only by an ownership record whose row is gone
+        out.update(o for ot, o in self._registry_by_owner if ot == owner_type)
+        return out
 
     def by_name(self, table: str, name: str) -> Sequence[UUID]:
         return self._by_name[table].get(name, ())

@@ -248,7 +248,7 @@ class Delete:
     name: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class OwnerPlan:
     owner: Owner
     inserts: list[Insert] = field(default_factory=list)
@@ -290,8 +290,9 @@ class Planner:
     # planner only when the whole owner plan succeeded.
 
     def plan(self, owner: Owner, rows: Sequence[Row],
-             memo: dict[tuple[str, str], UUID] | None = None) -> OwnerPlan:
-        memo = memo if memo is not None else {}
+             memo: Mapping[tuple[str, str], UUID] | None = None) -> OwnerPlan:
+        """Plan one owner. `memo`: UUIDs given to its new rows by an earlier
+        attempt of the same change (reused, see Pending)."""
         view = self.view
         plan = OwnerPlan(owner)
         desired: dict[tuple[str, str], Row] = {}
@@ -362,9 +363,9 @@ class Planner:
                 name = r.row_name
                 if name is not None:
                     self._check_name(owner, r, name, None, local_pending, all_deleted)
-                uuid = memo.get(k)
+                uuid = memo.get(k) if memo else None
                 if uuid is None:
-                    uuid = memo[k] = uuidlib.uuid4()
+                    uuid = uuidlib.uuid4()
                 ref = Pending(table, r.key, name, owner, uuid)
                 if name is not None:
                     local_pending[(table, name)] = ref

@@ -165,7 +165,7 @@ class _Item:
         self.rows = rows
         self.futures = futures
         self.deadline = deadline
-        self.memo: dict[tuple[str, str], UUID] = {}
+        self.memo: dict[tuple[str, str], UUID] | None = None
         self.first_plan: OwnerPlan | None = None
         self.error: BaseException | None = None
         self.result: ApplyResult | None = None
@@ -255,6 +255,11 @@ class NorthdSync:
     ssl_ca (python-ovs keeps these process-wide).
     `timeout`: how long start() tries to connect, and how long an apply or
     sync may wait for a connection and a commit before it fails.
+    `persist_uuid`: insert rows with UUIDs chosen by the engine (needs
+    ovsdb-server >= 3.1); this is what makes retries after an ambiguous failure
+    exactly-once. `fast_json`: decode replies with the stdlib's C JSON decoder.
+    `registry`: the prometheus_client registry for the metrics (default: a
+    new one per engine, see `registry` and `metrics_text()`).
     """
 
     def __init__(self, remote: str, *, ssl_key: str | None = None,
@@ -482,10 +487,27 @@ class NorthdSync:
                 work = self._take()
                 if work is None:
                     self._block()
-                elif isinstance(work, _SyncItem):
-                    self._do_sync(work)
-                else:
-                    self._commit(work)
+                    continue
+                try:
+                    if isinstance(work, _SyncItem):
+                        self._do_sync(work)
+                    else:
+                        self._commit(work)
+                except Exception as e:
+                    # A bug must cost this batch, not the engine: fail the
+                    # batch and start again from a fresh connection and cache.
+                    log.exception("northd_sync: unexpected error; failing %s",
+                                  "a sync" if isinstance(work, _SyncItem) else
+                                  f"{len(work)} change(s)")
+                    err = NorthdSyncError(f"internal error in northd_sync: {e!r}")
+                    if isinstance(work, _SyncItem):
+                        if not work.future.done():
+                            work.future.set_exception(err)
+                    else:
+                        for i in work:
+                            if not i.done:
+                                self._fail(i, err)
+                    self._lost("recovering from an internal error")
         except BaseException:
             log.exception("northd_sync writer thread failed")
         finally:
@@ -623,7 +645,7 @@ class NorthdSync:
                 s = idl._session
                 if idl.state == idl.IDL_S_MONITORING and s.is_connected():
                     break
-                if self._gave_up(s):
+                if self._gave_up(s) or self._stopping.is_set():
                     raise _NotConnected(self._probe())
                 if time.monotonic() >= limit:
                     raise _NotConnected(self._probe())
@@ -653,6 +675,8 @@ class NorthdSync:
             sent_seqno = -1
             while True:
                 session.run()
+                if self.fast_json:
+                    fastjson.install(session)
                 if session.is_connected():
                     if req is None or session.get_seqno() != sent_seqno:
                         req = ovs.jsonrpc.Message.create_request("get_schema", [DB_NAME])
@@ -703,17 +727,20 @@ class NorthdSync:
             self._counts[name] += n
 
     def _succeed(self, item: _Item, plan: OwnerPlan) -> None:
-        res = ApplyResult(item.owner, len(plan.inserts), len(plan.updates), len(plan.deletes))
-        item.result, item.done = res, True
+        item.done = True
+        if item.futures:
+            res = ApplyResult(item.owner, len(plan.inserts), len(plan.updates),
+                              len(plan.deletes))
+            item.result = res
+            for f in item.futures:
+                if not f.done():
+                    f.set_result(res)
         changed = not plan.empty
         self._m.applied["changed" if changed else "unchanged"].inc()
         with self._count_lock:
             self._counts["applies"] += 1
             if not changed:
                 self._counts["applies_unchanged"] += 1
-        for f in item.futures:
-            if not f.done():
-                f.set_result(res)
 
     def _fail(self, item: _Item, exc: BaseException) -> None:
         item.error, item.done = exc, True
@@ -780,7 +807,7 @@ class NorthdSync:
         deferred: list[tuple[_Item, RowError]] = []
         for item in items:
             try:
-                ok.append((item, planner.plan(item.owner, item.rows, item.memo)))
+                self._planned(ok, item, planner.plan(item.owner, item.rows, item.memo))
             except (MissingReferenceError, ConflictError) as e:
                 deferred.append((item, e))   # may depend on a later item of the batch
             except (RowError, TypeError, ValueError) as e:
@@ -789,7 +816,7 @@ class NorthdSync:
             again: list[tuple[_Item, RowError]] = []
             for item, _ in deferred:
                 try:
-                    ok.append((item, planner.plan(item.owner, item.rows, item.memo)))
+                    self._planned(ok, item, planner.plan(item.owner, item.rows, item.memo))
                 except (MissingReferenceError, ConflictError) as e:
                     again.append((item, e))
                 except (RowError, TypeError, ValueError) as e:
@@ -811,7 +838,23 @@ class NorthdSync:
         for item, plan in ok:
             if item.first_plan is None:
                 item.first_plan = plan
+            if plan.inserts:
+                # keep the UUIDs of new rows for retries of this change
+                memo = item.memo if item.memo is not None else {}
+                for ins in plan.inserts:
+                    memo[(ins.row.TABLE, ins.row.key)] = ins.ref.uuid
+                item.memo = memo
         return ok
+
+    def _planned(self, ok: list[tuple[_Item, OwnerPlan]], item: _Item, plan: OwnerPlan
+                 ) -> None:
+        if plan.empty:
+            # Nothing to write: done now. (Not kept: a resync of 10,000 owners
+            # would otherwise keep 10,000 plans alive, enough to set off a
+            # full garbage collection over the whole IDL cache.)
+            self._succeed(item, plan)
+        else:
+            ok.append((item, plan))
 
     def _attempt(self, items: list[_Item]) -> None:
         assert self._idl is not None
@@ -819,13 +862,7 @@ class NorthdSync:
         idl.run()                   # plan on the latest state we can have
         if not self._healthy():
             raise _TryAgain("connection lost")
-        planned = self._plan(items)
-        todo = []
-        for item, plan in planned:
-            if plan.empty:
-                self._succeed(item, plan)
-            else:
-                todo.append((item, plan))
+        todo = self._plan(items)
         if not todo:
             return
         plans = [p for _, p in todo]
@@ -895,6 +932,8 @@ class NorthdSync:
             if not self._healthy():
                 self._last_reason = "connection lost during a commit"
                 return Transaction.TRY_AGAIN
+            if self._stopping.is_set():
+                return Transaction.TRY_AGAIN
             if time.monotonic() >= deadline:
                 self._lost("no reply to a transaction")
                 return Transaction.TRY_AGAIN
@@ -911,8 +950,8 @@ class NorthdSync:
         idl = self._idl
         limit = time.monotonic() + BARRIER_TIMEOUT
         while not visible(idl.tables, plans, txn, self.persist_uuid):
-            if not self._healthy():
-                return              # the reconnect re-reads everything
+            if not self._healthy() or self._stopping.is_set():
+                return              # a reconnect re-reads everything
             if time.monotonic() >= limit:
                 log.warning("northd_sync: committed changes not visible after %.0fs",
                             BARRIER_TIMEOUT)
@@ -928,11 +967,8 @@ class NorthdSync:
     def _do_sync(self, s: _SyncItem) -> None:
         try:
             report = self._sync(s)
-        except BaseException as e:
-            if not s.future.done():
-                s.future.set_exception(e)
-            if not isinstance(e, Exception):
-                raise
+        except NorthdSyncError as e:
+            s.future.set_exception(e)
             return
         s.future.set_result(report)
 

@@ -58,6 +58,8 @@ class Writer:
                 row = tables[d.table].rows.get(d.uuid)
                 if row is None:
                     continue
+                if "external_ids" in tables[d.table].columns:
+                    row.verify("external_ids")      # still ours when deleted
                 for pt, pc, pu in d.parents:
                     self._unlink(pt, pc, pu, row)
                 row.delete()

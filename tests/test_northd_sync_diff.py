@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from localcluster.ovn import OVN_NB_SCHEMA
 from northd_sync import (
     ACL,
     ID_KEY,
@@ -29,8 +32,10 @@ from northd_sync import (
     PortGroup,
     Row,
 )
+from northd_sync.cache import monitored_columns
 from northd_sync.diff import OwnerPlan, Planner
 from northd_sync.memory import MemoryView
+from northd_sync.rows import ROW_TYPES
 
 NODE = Owner("node", "n1")
 POD = Owner("pod", "ns/p1")
@@ -254,3 +259,15 @@ def test_full_topology_round_trip() -> None:
     plan = apply(db, Owner("cluster", "default"), [])
     assert plan.unregister == [("Load_Balancer_Group", "clusterLBGroup")]
     assert all(not rows for rows in db.rows.values())
+
+
+def test_only_the_needed_tables_and_columns_are_monitored() -> None:
+    schema = json.loads(OVN_NB_SCHEMA.read_text())
+    cols = monitored_columns(schema["tables"])
+    assert set(cols) == {t.TABLE for t in ROW_TYPES} | {"Meter_Band", "NB_Global"}
+    assert cols["NB_Global"] == ["external_ids"]
+    lsp = set(cols["Logical_Switch_Port"])
+    assert {"name", "addresses", "port_security", "options", "external_ids"} <= lsp
+    assert not lsp & {"up", "dynamic_addresses", "tag", "ha_chassis_group"}  # northd's
+    assert set(cols["Logical_Switch"]) == {"name", "other_config", "load_balancer_group",
+                                           "external_ids", "ports", "acls", "load_balancer"}

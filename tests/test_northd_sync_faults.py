@@ -16,7 +16,15 @@ import pytest
 
 from localcluster.ovn import OVN_NB_SCHEMA, OvnCentral
 from localcluster.procs import DaemonSet, free_port, run, tcp_open
-from northd_sync import ApplyResult, LogicalSwitch, LogicalSwitchPort, NorthdSync, Owner
+from northd_sync import (
+    ApplyResult,
+    CommitTimeoutError,
+    LogicalSwitch,
+    LogicalSwitchPort,
+    NorthdSync,
+    NorthdSyncError,
+    Owner,
+)
 from northd_sync.fastjson import FastConnection
 from tests.northd_helpers import RaftNB, as_list, kill_hard, make_certs, nb_list, ovsdb_server
 
@@ -62,6 +70,20 @@ def test_nb_restart_mid_stream(ovn_central: OvnCentral) -> None:
                             [LogicalSwitchPort("ns_p0", "n1", addresses=[mac_ip(0)])]).changed
     finally:
         nb.stop()
+
+
+def test_nb_down_for_longer_than_the_timeout(ovn_central: OvnCentral) -> None:
+    nb = NorthdSync(ovn_central.nb_unix, timeout=3).start()
+    try:
+        kill_hard(ovn_central.daemon("ovnnb_db"))
+        with pytest.raises(CommitTimeoutError) as e:
+            nb.apply(Owner("node", "n1"), [LogicalSwitch("n1")])
+        assert ovn_central.nb_unix in str(e.value) and "outcome is unknown" in str(e.value)
+        queued = nb.apply(Owner("node", "n2"), [LogicalSwitch("n2")], wait=False)
+    finally:
+        nb.stop()
+    # stopping fails what is still queued instead of leaving callers hanging
+    assert isinstance(queued.exception(timeout=30), NorthdSyncError)
 
 
 def test_raft_leader_killed_while_applying(workdir: Path) -> None:
