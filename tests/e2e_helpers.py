@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
 from localcluster.cluster import Cluster
 from localcluster.kube import kube_bin
 from localcluster.kubelet import pod_netns_name
+from tests.waiting import eventually
 
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 
 
 def wait_for(fn: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            v = fn()
-            if v:
-                return v
-        except (AssertionError, subprocess.CalledProcessError) as e:
-            last = e
-        time.sleep(0.3)
-    raise AssertionError(f"{what} not reached in {timeout:.0f}s" + (f": {last}" if last else ""))
+    return eventually(fn, timeout, what, interval=0.3)
 
 
 class E2E:

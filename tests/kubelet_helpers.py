@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from localcluster import netns as nets
 from localcluster.kube import KubeControlPlane
 from localcluster.kubelet import KubeletConfig, NetnsKubelet
 from ovnkube.kubeclient import request
+from tests.waiting import eventually as eventually  # re-exported for the tests
 
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 
@@ -150,23 +150,6 @@ def install_plugins(bin_dir: Path) -> None:
         p = bin_dir / name
         p.write_text(f"#!{sys.executable} -I\n{PLUGIN}")
         p.chmod(0o755)
-
-
-def eventually(fn: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
-               interval: float = 0.2) -> Any:
-    """Poll fn() until it returns a truthy value (a deadline, not a retry loop)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (AssertionError, OSError, KeyError, IndexError, client.ApiException) as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout:.0f}s (last: {last!r})")
-        time.sleep(interval)
 
 
 def tempdir() -> Path:

@@ -6,8 +6,7 @@ import contextlib
 import json
 import secrets
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,9 @@ from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral
 from localcluster.procs import Daemon
 from ovnkube.annotations import L3_GATEWAY_CONFIG, NODE_CHASSIS_ID, L3GatewayConfig
+from tests.waiting import eventually as eventually  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def eventually(fn: Callable[[], Any], timeout: float = 60.0, what: str = "condition") -> Any:
-    """Poll fn until it returns a truthy value (or stops raising AssertionError)."""
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            v = fn()
-            if v:
-                return v
-        except (AssertionError, client.ApiException) as e:
-            last = e
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached in {timeout}s" + (f": {last}" if last else ""))
 
 
 def start_master(cp: KubeControlPlane, central: OvnCentral, workdir: Path, name: str = "master",

@@ -13,7 +13,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,28 +25,12 @@ from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral, OvsNode
 from localcluster.procs import Daemon, DaemonSet, run
 from ovnkube.annotations import NODE_SUBNETS, POD_NETWORKS, PodNetwork, Route, mac_from_ip
+from tests.waiting import eventually as eventually  # re-exported for the tests
 
 REPO = Path(__file__).resolve().parent.parent
 OVNKUBE = REPO / ".venv" / "bin" / "ovnkube"
 UNDERLAY_GW = "172.30.0.1"
 SHIM = "ovn-k8s-cni-overlay"
-
-
-def eventually(fn: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll fn() until it returns a truthy value (deadline, not a retry loop)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (AssertionError, OSError, subprocess.CalledProcessError, client.ApiException
-                ) as e:
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout:.0f}s (last: {last!r})")
-        time.sleep(0.1)
 
 
 def tx_off(dev: str, netns: str) -> None:
