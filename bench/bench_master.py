@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import os
 import secrets
 import shutil
 import sys
@@ -48,6 +49,11 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def create_pods(core: client.CoreV1Api, ns: str, names: list[str], nodes: list[str],
@@ -147,11 +153,13 @@ def main() -> None:
         poller = threading.Thread(target=watch_nb, daemon=True)
         poller.start()
         t0 = time.monotonic()
+        cpu0 = cpu_seconds(master.pid)
         create_pods(core, ns, names, nodes, created)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not (len(annotated) == len(wired) == args.pods):
             time.sleep(0.05)
         done.set()
+        cpu = cpu_seconds(master.pid) - cpu0
         inf.stop()
         if len(annotated) < args.pods or len(wired) < args.pods:
             print(f"incomplete: {len(annotated)} annotated, {len(wired)} wired")
@@ -164,7 +172,8 @@ def main() -> None:
               f"total {total:.1f}s")
         print(f"per-pod latency: p50 {pct(lat, 0.5) * 1000:.0f} ms, "
               f"p99 {pct(lat, 0.99) * 1000:.0f} ms")
-        print(f"master peak RSS: {peak_rss_mb(master.pid):.0f} MiB")
+        print(f"master peak RSS: {peak_rss_mb(master.pid):.0f} MiB, CPU {cpu:.1f}s "
+              f"({cpu / total:.0%} of one core over the run)")
         print(f"baseline (apiserver alone: create + 1 patch per pod): "
               f"{args.pods / base:.0f} pods/s; master/baseline = {base / total:.2f}")
     finally:
