@@ -7,6 +7,7 @@ import ipaddress
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -247,12 +248,12 @@ def test_subnet_exhaustion_event_and_recovery(kube_api: KubeControlPlane,
 
 def test_bad_config_is_rejected_by_name() -> None:
     res = subprocess.run(
-        ["python", "-m", "ovnkube.cli", "master", "--nb-address=unix:/x",
+        [sys.executable, "-m", "ovnkube.cli", "master", "--nb-address=unix:/x",
          "--cluster-subnets=10.244.0.0/16/40"], capture_output=True, text=True,
         cwd=str(Path(__file__).resolve().parent.parent))
     assert res.returncode == 2
     assert "--cluster-subnets '10.244.0.0/16/40'" in res.stderr
-    res = subprocess.run(["python", "-m", "ovnkube.cli", "master"], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "ovnkube.cli", "master"], capture_output=True,
                          text=True, cwd=str(Path(__file__).resolve().parent.parent))
     assert res.returncode == 2 and "--nb-address is required" in res.stderr
 
@@ -285,3 +286,15 @@ def test_bad_pod_annotation_gets_event_and_new_address(
     body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     assert 'northd_sync_transactions_total{result="success"}' in body
     assert "northd_sync_commit_latency_seconds_bucket" in body
+
+
+def test_unreachable_nb_is_named(kube_api: KubeControlPlane, workdir: Path) -> None:
+    from localcluster.procs import free_port
+    remote = f"tcp:127.0.0.1:{free_port()}"
+    res = subprocess.run(
+        [sys.executable, "-m", "ovnkube.cli", "master", f"--nb-address={remote}",
+         f"--k8s-kubeconfig={kube_api.kubeconfig}", "--no-leader-elect", "--nb-timeout=2"],
+        capture_output=True, text=True, timeout=60,
+        cwd=str(Path(__file__).resolve().parent.parent))
+    assert res.returncode == 1
+    assert f"cannot use the NB database at {remote}" in res.stderr

@@ -28,6 +28,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, object]:
     p.add_argument("--renew-deadline", type=float, default=10.0)
     p.add_argument("--retry-period", type=float, default=2.0)
     p.add_argument("--resync-period", type=float, default=600.0)
+    p.add_argument("--nb-timeout", type=float, default=30.0,
+                   help="seconds to wait for the NB DB at start and for each commit")
     p.add_argument("--identity", default="", help="leader election identity (default: host)")
     p.add_argument("--metrics-bind-address", default=os.environ.get(
         "OVNKUBE_METRICS_BIND_ADDRESS", ""),
@@ -68,11 +70,13 @@ def main(argv: list[str]) -> int:
 
     def lead() -> None:
         ssl = cfg.nb_ssl or (None, None, None)
-        engine = NorthdSync(cfg.nb_address, ssl_key=ssl[0], ssl_cert=ssl[1], ssl_ca=ssl[2])
+        engine = NorthdSync(cfg.nb_address, ssl_key=ssl[0], ssl_cert=ssl[1], ssl_ca=ssl[2],
+                            timeout=args.nb_timeout)
         try:
             engine.start()
         except Exception as e:
             log.error("cannot use the NB database at %s: %s", cfg.nb_address, e)
+            logging.shutdown()
             os._exit(1)
         if args.metrics_bind_address:
             host, _, port = args.metrics_bind_address.rpartition(":")
