@@ -4,6 +4,12 @@ Work is keyed by Service: an EndpointSlice event queues its Service; a node
 change queues the Services whose per-node load balancers depend on nodes.
 Each reconcile hands the Service's whole desired set to northd_sync, which
 writes only what changed, in one transaction.
+
+A node matters to services through what `node_ips` reads: its gateway
+addresses and whether its gateway router exists (chassis and subnet known).
+Any change of these re-queues the node-dependent services. A per-node load
+balancer may name a gateway router or switch the node controller has not
+written yet: that reconcile is retried (RetryLater) until it has.
 """
 
 from __future__ import annotations
@@ -11,11 +17,14 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
+from northd_sync.errors import MissingReferenceError
 from northd_sync.rows import Row
-from ovnkube.kubeclient import Obj, key_of
+from ovnkube.annotations import NODE_CHASSIS_ID, NODE_SUBNETS
+from ovnkube.kubeclient import Obj, get_annotations, key_of
 from ovnkube.master import topology
 from ovnkube.master.nodes import gateway_config
 from ovnkube.master.services import service_rows, wants_lbs
+from ovnkube.workqueue import RetryLater
 
 if TYPE_CHECKING:
     from ovnkube.master.controller import Master
@@ -58,11 +67,17 @@ class ServiceController:
 
     def on_node(self, key: str, old: Obj | None, new: Obj | None) -> None:
         if old is not None and new is not None and \
-                self._node_ips_of(old) == self._node_ips_of(new):
+                self._node_facts(old) == self._node_facts(new):
             return
         for svc in self.m.services.items():
             if depends_on_nodes(svc):
                 self.m.service_queue.add(key_of(svc))
+
+    @classmethod
+    def _node_facts(cls, node: Obj) -> tuple[object, ...]:
+        """What of a node the services' load balancers depend on."""
+        ann = get_annotations(node)
+        return cls._node_ips_of(node), ann.get(NODE_CHASSIS_ID), ann.get(NODE_SUBNETS)
 
     @staticmethod
     def _node_ips_of(node: Obj) -> tuple[str, ...]:
@@ -95,4 +110,8 @@ class ServiceController:
         if svc is None:
             self.m.engine.delete(owner)
             return
-        self.m.engine.apply(owner, self.desired(svc))
+        try:
+            self.m.engine.apply(owner, self.desired(svc))
+        except MissingReferenceError as e:
+            # A node's gateway router or switch is not in the NB yet.
+            raise RetryLater(str(e)) from None

@@ -15,6 +15,19 @@ Named as ovn-kubernetes names them. Per protocol:
 
 A VIP without endpoints stays, with `reject=true`, so clients get a reset
 instead of a timeout. Headless and ExternalName services make nothing.
+
+With externalTrafficPolicy=Local, pods reaching an external IP are internal
+traffic: the node switch LB sends them to every endpoint (as ovn-kubernetes
+and kube-proxy do), only traffic entering through a gateway router is kept
+on the node's own endpoints. Endpoint choice is per node for the Local
+policies: a node's ready endpoints, else its serving+terminating ones.
+
+sessionAffinity=ClientIP sets `affinity_timeout`; the largest timeout
+Kubernetes allows (86400 s) means "for ever" and is done by hashing on the
+addresses (`selection_fields=ip_src,ip_dst`), as ovn-kubernetes does.
+
+Both address families: a ClusterIP, external IP or node IP only gets
+backends of its own family.
 """
 
 from __future__ import annotations
@@ -30,6 +43,8 @@ from ovnkube.master import names
 Obj = dict[str, Any]
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 DEFAULT_AFFINITY_TIMEOUT = 10800
+#: Kubernetes' largest sessionAffinityConfig timeout; ovn-kubernetes makes it permanent
+MAX_AFFINITY_TIMEOUT = 86400
 
 
 @dataclass(frozen=True)
@@ -56,10 +71,10 @@ def wants_lbs(svc: Obj) -> bool:
     return bool(ips) and ips[0] != "None"
 
 
-def endpoints_for_port(port: Obj, slices: Iterable[Obj]) -> list[Endpoint]:
-    """Backends for one service port: ready endpoints, or serving+terminating
-    ones when none is ready. Named target ports are resolved per slice (the
-    slice's port carries the service port's name and the resolved number)."""
+def _classify(port: Obj, slices: Iterable[Obj]) -> tuple[list[Endpoint], list[Endpoint]]:
+    """(ready, serving+terminating) endpoints of one service port. Named target
+    ports are resolved per slice (the slice's port carries the service port's
+    name and the resolved number)."""
     pname = port.get("name") or ""
     proto = port.get("protocol") or "TCP"
     ready: list[Endpoint] = []
@@ -83,11 +98,27 @@ def endpoints_for_port(port: Obj, slices: Iterable[Obj]) -> list[Endpoint]:
                     ready.append(e)
                 elif serving and terminating:
                     fallback.append(e)
-    chosen = ready or fallback
+    return _unique(ready), _unique(fallback)
+
+
+def _unique(eps: Iterable[Endpoint]) -> list[Endpoint]:
     seen: dict[tuple[str, int], Endpoint] = {}
-    for e in chosen:
+    for e in eps:
         seen.setdefault((e.ip, e.port), e)
     return sorted(seen.values(), key=lambda e: (ipaddress.ip_address(e.ip).packed, e.port))
+
+
+def endpoints_for_port(port: Obj, slices: Iterable[Obj], node: str | None = None
+                       ) -> list[Endpoint]:
+    """Backends for one service port: ready endpoints, or serving+terminating
+    ones when none is ready. With `node`, only that node's endpoints, the
+    fallback decided for that node alone (externalTrafficPolicy and
+    internalTrafficPolicy Local)."""
+    ready, fallback = _classify(port, slices)
+    if node is not None:
+        ready = [e for e in ready if e.node == node]
+        fallback = [e for e in fallback if e.node == node]
+    return ready or fallback
 
 
 def _backends(eps: Sequence[Endpoint], family: int) -> str:
@@ -99,6 +130,20 @@ def _family(ip: str) -> int:
     return ipaddress.ip_address(ip).version
 
 
+def _options(spec: Obj) -> tuple[dict[str, str], tuple[str, ...]]:
+    """LB options and selection_fields for a Service."""
+    options = {"event": "false", "reject": "true"}
+    fields: tuple[str, ...] = ()
+    if spec.get("sessionAffinity") == "ClientIP":
+        timeout = int(((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
+            "timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
+        if timeout >= MAX_AFFINITY_TIMEOUT:
+            fields = ("ip_dst", "ip_src")
+        else:
+            options["affinity_timeout"] = str(timeout)
+    return options, fields
+
+
 def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequence[str]]
                  ) -> list[Row]:
     """All load balancer rows of one Service. `node_ips`: node name -> its
@@ -108,58 +153,59 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
     md, spec = svc["metadata"], svc["spec"]
     ns, name = md["namespace"], md["name"]
     cluster_ips = [ip for ip in spec.get("clusterIPs") or [spec["clusterIP"]] if ip]
-    external = list(spec.get("externalIPs") or [])
-    external += [i["ip"] for i in (svc.get("status", {}).get("loadBalancer", {})
-                                   .get("ingress") or []) if i.get("ip")]
-    etp_local = spec.get("externalTrafficPolicy") == "Local" and spec.get("type") in (
-        "NodePort", "LoadBalancer")
+    external = list(dict.fromkeys(
+        [*(spec.get("externalIPs") or []),
+         *(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {})
+           .get("ingress") or [] if i.get("ip"))]))
+    node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
+    # Kubernetes applies externalTrafficPolicy to externally reachable services:
+    # NodePorts, LoadBalancers and any service with externalIPs.
+    etp_local = spec.get("externalTrafficPolicy") == "Local" and (node_ports or bool(external))
     itp_local = spec.get("internalTrafficPolicy") == "Local"
-    options = {"event": "false", "reject": "true"}
-    if spec.get("sessionAffinity") == "ClientIP":
-        timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
-            "timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT
-        options["affinity_timeout"] = str(timeout)
+    options, selection = _options(spec)
     # The engine adds k8s.ovn.org/owner=<ns>/<name> (the owner), as ovn-kubernetes has it.
     ext_ids = {"k8s.ovn.org/kind": "Service"}
 
-    by_proto: dict[str, list[tuple[Obj, list[Endpoint]]]] = {}
+    by_proto: dict[str, list[Obj]] = {}
     for port in spec.get("ports") or []:
-        proto = port.get("protocol") or "TCP"
-        by_proto.setdefault(proto, []).append((port, endpoints_for_port(port, slices)))
+        by_proto.setdefault(port.get("protocol") or "TCP", []).append(port)
 
     rows: list[Row] = []
     for proto, ports in by_proto.items():
         cluster_vips: dict[str, str] = {}
         node_router_vips: dict[str, dict[str, str]] = {n: {} for n in node_ips}
         node_switch_vips: dict[str, dict[str, str]] = {n: {} for n in node_ips}
-        for port, eps in ports:
+        for port in ports:
+            eps = endpoints_for_port(port, slices)
+            local = {n: endpoints_for_port(port, slices, n) for n in node_ips} \
+                if (etp_local or itp_local) else {}
             for ip in cluster_ips:
-                fam = _family(ip)
+                vip, fam = _vip(ip, port["port"]), _family(ip)
                 if itp_local:
                     for node in node_ips:
-                        local = [e for e in eps if e.node == node]
-                        node_switch_vips[node][_vip(ip, port["port"])] = _backends(local, fam)
+                        node_switch_vips[node][vip] = _backends(local[node], fam)
                 else:
-                    cluster_vips[_vip(ip, port["port"])] = _backends(eps, fam)
+                    cluster_vips[vip] = _backends(eps, fam)
             for ip in external:
-                fam = _family(ip)
+                vip, fam = _vip(ip, port["port"]), _family(ip)
                 if etp_local:
                     for node in node_ips:
-                        local = [e for e in eps if e.node == node]
-                        node_router_vips[node][_vip(ip, port["port"])] = _backends(local, fam)
+                        node_router_vips[node][vip] = _backends(local[node], fam)
+                        node_switch_vips[node][vip] = _backends(eps, fam)
                 else:
-                    cluster_vips[_vip(ip, port["port"])] = _backends(eps, fam)
+                    cluster_vips[vip] = _backends(eps, fam)
             node_port = port.get("nodePort")
-            if node_port and spec.get("type") in ("NodePort", "LoadBalancer"):
+            if node_port and node_ports:
                 for node, ips in node_ips.items():
-                    use = [e for e in eps if e.node == node] if etp_local else eps
+                    use = local[node] if etp_local else eps
                     for ip in ips:
                         node_router_vips[node][_vip(ip, node_port)] = _backends(
                             use, _family(ip))
         proto_l = proto.lower()
         if cluster_vips:
             rows.append(LoadBalancer(lb_name(ns, name, proto, "cluster"), vips=cluster_vips,
-                                     protocol=proto_l, options=options, external_ids=ext_ids,
+                                     protocol=proto_l, options=options,
+                                     selection_fields=selection, external_ids=ext_ids,
                                      groups=[names.CLUSTER_LB_GROUP]))
         for node in sorted(node_ips):
             if node_router_vips[node]:
@@ -168,11 +214,11 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
                     opts["skip_snat"] = "true"
                 rows.append(LoadBalancer(
                     lb_name(ns, name, proto, "node_router", node), vips=node_router_vips[node],
-                    protocol=proto_l, options=opts, external_ids=ext_ids,
-                    routers=[names.gateway_router(node)]))
+                    protocol=proto_l, options=opts, selection_fields=selection,
+                    external_ids=ext_ids, routers=[names.gateway_router(node)]))
             if node_switch_vips[node]:
                 rows.append(LoadBalancer(
                     lb_name(ns, name, proto, "node_switch", node), vips=node_switch_vips[node],
-                    protocol=proto_l, options=options, external_ids=ext_ids,
-                    switches=[node]))
+                    protocol=proto_l, options=options, selection_fields=selection,
+                    external_ids=ext_ids, switches=[node]))
     return rows

@@ -101,7 +101,10 @@ def gateway_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterf
     rows: list[Row] = [
         LogicalRouter(gr, options={
             "chassis": chassis, "lb_force_snat_ip": "router_ip", "snat-ct-zone": "0",
-            "always_learn_from_arp_request": "false", "dynamic_neigh_routers": "true",
+            # Static neighbours on the join switch: learning the cluster
+            # router's MAC from the first NodePort reply lost that reply (and,
+            # in the userspace datapath, the retransmits of that connection).
+            "always_learn_from_arp_request": "false", "dynamic_neigh_routers": "false",
         }, external_ids={"physical_ip": str(node_ip.ip)},
             load_balancer_groups=[names.CLUSTER_LB_GROUP, names.CLUSTER_ROUTER_LB_GROUP]),
         LogicalRouterPort(names.gr_to_join(node), router=gr, mac=mac_from_ip(join_ip.ip),

@@ -1,0 +1,271 @@
+"""Services end to end on an `ovnkube-local` cluster (no kube-proxy): ClusterIP,
+NodePort, affinity, externalTrafficPolicy=Local, hairpin, the `kubernetes`
+service, headless and endpoint-less services, observed as traffic.
+
+One set of backends serves every test: two agnhost netexec pods on each node
+(label half=one / half=two), one pod that never becomes ready, and a client
+pod that is no backend. The cluster is IPv4-only: dual-stack is covered by the
+translation unit tests only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.e2e_helpers import AGNHOST, E2E, wait_for
+
+LABEL = "e2e=services"
+
+# Runs inside a pod, a node or the underlay: N requests, each a new connection
+# (TCP) or a new socket (UDP), printing the answers (or the error) as JSON.
+PROBE = r"""
+import json, socket, sys, urllib.request
+host, tport, uport, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+path = sys.argv[5] if len(sys.argv) > 5 else "/hostname"
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+out = {"tcp": [], "udp": []}
+for _ in range(n):
+    if tport:
+        try:
+            with opener.open(f"http://{host}:{tport}{path}", timeout=5) as r:
+                out["tcp"].append(r.read().decode())
+        except Exception as e:
+            out["tcp"].append("ERR " + type(getattr(e, "reason", e)).__name__)
+    if uport:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3)
+        try:
+            s.connect((host, uport))
+            s.send(b"hostname")
+            out["udp"].append(s.recv(512).decode())
+        except Exception as e:
+            out["udp"].append("ERR " + type(e).__name__)
+        finally:
+            s.close()
+print(json.dumps(out))
+"""
+
+
+def deployment(name: str, replicas: int, node: str, labels: dict[str, str],
+               ready: bool = True) -> str:
+    # A pod that is not ready still runs netexec; its probe asks a closed port.
+    probe_port = 8080 if ready else 9999
+    lab = ", ".join(f"{k}: {v}" for k, v in {"app": name, **labels}.items())
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, labels: {{e2e: services}}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{{lab}}}}}
+    spec:
+      nodeName: {node}
+      containers:
+      - name: agnhost
+        image: {AGNHOST}
+        args: ["netexec", "--http-port=8080", "--udp-port=8081"]
+        readinessProbe: {{httpGet: {{path: /healthz, port: {probe_port}}}, periodSeconds: 1}}
+"""
+
+
+def service(name: str, selector: dict[str, str], type: str = "ClusterIP", udp: bool = True,
+            extra: str = "") -> str:
+    sel = ", ".join(f"{k}: {v}" for k, v in selector.items())
+    ports = "  - {name: http, port: 80, targetPort: 8080, protocol: TCP}\n"
+    if udp:
+        ports += "  - {name: udp, port: 81, targetPort: 8081, protocol: UDP}\n"
+    return f"""apiVersion: v1
+kind: Service
+metadata: {{name: {name}, labels: {{e2e: services}}}}
+spec:
+  type: {type}
+  selector: {{{sel}}}
+{extra}  ports:
+{ports}"""
+
+
+@dataclass
+class Env:
+    e: E2E
+    n1: str
+    n2: str
+    one: list[dict[str, Any]]      # ready backends on n1
+    two: list[dict[str, Any]]      # ready backends on n2
+    not_ready: dict[str, Any]
+    client: dict[str, Any]         # on n1, selected by no service
+    svc: dict[str, dict[str, Any]]
+
+    @property
+    def backends(self) -> set[str]:
+        return {p["metadata"]["name"] for p in self.one + self.two}
+
+    def cip(self, name: str) -> str:
+        return str(self.svc[name]["spec"]["clusterIP"])
+
+    def node_port(self, name: str, port: str = "http") -> int:
+        return int(next(p["nodePort"] for p in self.svc[name]["spec"]["ports"]
+                        if p["name"] == port))
+
+    def probe(self, where: Callable[..., str], host: str, tport: int, uport: int, n: int,
+              path: str = "/hostname") -> dict[str, list[str]]:
+        out = where("python3", "-c", PROBE, host, str(tport), str(uport), str(n), path,
+                    timeout=60 + 10 * n)
+        return dict(json.loads(out))
+
+    def in_pod(self, pod: dict[str, Any]) -> Callable[..., str]:
+        return lambda *cmd, timeout=30: self.e.pod_exec(pod, *cmd, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def env(local_cluster: E2E) -> Iterator[Env]:
+    e = local_cluster
+    n1, n2 = e.nodes
+    manifests = [
+        deployment("svb-one", 2, n1, {"svc": "svb", "half": "one"}),
+        deployment("svb-two", 2, n2, {"svc": "svb", "half": "two"}),
+        deployment("svb-nr", 1, n2, {"svc": "svb", "half": "two"}, ready=False),
+        deployment("svb-client", 1, n1, {}),
+        service("svb", {"svc": "svb"}),
+        service("svb-np", {"svc": "svb"}, type="NodePort"),
+        service("svb-aff", {"svc": "svb"}, udp=False, extra=(
+            "  sessionAffinity: ClientIP\n"
+            "  sessionAffinityConfig: {clientIP: {timeoutSeconds: 86400}}\n")),
+        service("svb-aff-timeout", {"svc": "svb"}, udp=False, extra=(
+            "  sessionAffinity: ClientIP\n")),
+        service("svb-local", {"svc": "svb", "half": "two"}, type="NodePort",
+                extra="  externalTrafficPolicy: Local\n"),
+        service("svb-headless", {"svc": "svb"}, extra="  clusterIP: None\n"),
+        service("svb-empty", {"svc": "nothing"}),
+    ]
+    try:
+        e.apply("---\n".join(manifests))
+        one = e.ready_pods("app=svb-one", 2)
+        two = e.ready_pods("app=svb-two", 2)
+        (client,) = e.ready_pods("app=svb-client", 1)
+        (nr,) = wait_for(lambda: [p for p in e.pods("app=svb-nr")
+                                  if p["status"].get("podIP")], 120, "not-ready pod running")
+        svcs = {s["metadata"]["name"]: s for s in json.loads(e.kubectl(
+            "get", "svc", "-l", LABEL, "-o", "json"))["items"]}
+        env = Env(e, n1, n2, one, two, nr, client, svcs)
+        # The endpoints of the main service are programmed.
+        ips = sorted(p["status"]["podIP"] for p in one + two)
+        wait_for(lambda: all(ip in e.c.nbctl("lb-list") for ip in ips), 60,
+                 "backends in the load balancers")
+        yield env
+    finally:
+        e.kubectl("delete", "deployment,service", "-l", LABEL, "--wait=false")
+
+
+def _names(answers: list[str]) -> Counter[str]:
+    return Counter(answers)
+
+
+def test_cluster_ip_tcp_udp_across_both_nodes_not_ready_excluded(env: Env) -> None:
+    nr = env.not_ready["metadata"]["name"]
+    # The not-ready pod is in the EndpointSlice, but not in the load balancer.
+    assert env.not_ready["status"]["podIP"] not in env.e.c.nbctl("lb-list")
+
+    def balanced() -> dict[str, list[str]]:
+        got = env.probe(env.in_pod(env.client), env.cip("svb"), 80, 81, 40)
+        assert set(got["tcp"]) == env.backends, got["tcp"]
+        assert set(got["udp"]) == env.backends, got["udp"]
+        return got
+
+    got = wait_for(balanced, 90, "TCP and UDP answers from all 4 ready backends")
+    assert nr not in got["tcp"] + got["udp"]
+    # Both nodes' backends answer: the answers are not all from one node.
+    ones = {p["metadata"]["name"] for p in env.one}
+    assert ones & set(got["tcp"]) and (env.backends - ones) & set(got["tcp"])
+
+
+def test_nodeport_first_connection_from_outside(env: Env) -> None:
+    # GR_<node> has static join neighbours (dynamic_neigh_routers=false):
+    # with learning, the first connection from outside was lost.
+    e = env.e
+    for node in (env.n1, env.n2):
+        got = env.probe(e.underlay_exec, e.node_ip(node), env.node_port("svb-np"), 0, 1)
+        assert got["tcp"][0] in env.backends, (node, got)
+
+
+def test_nodeport_from_underlay_and_from_another_node(env: Env) -> None:
+    e = env.e
+    np_tcp, np_udp = env.node_port("svb-np"), env.node_port("svb-np", "udp")
+    for node in (env.n1, env.n2):
+        got = env.probe(e.underlay_exec, e.node_ip(node), np_tcp, np_udp, 30)
+        assert set(got["tcp"]) == env.backends, (node, got)
+        assert set(got["udp"]) == env.backends, (node, got)
+    # From node 1's host to node 2's address (host-to-own-address NodePort is
+    # not supported: br-ex never sees that traffic).
+    got = env.probe(lambda *c, timeout=30: e.node_exec(env.n1, *c, timeout=timeout),
+                    e.node_ip(env.n2), np_tcp, np_udp, 10)
+    assert set(got["tcp"]) <= env.backends and len(got["tcp"]) == 10, got
+    assert set(got["udp"]) <= env.backends and len(got["udp"]) == 10, got
+
+
+def test_client_ip_affinity_keeps_client_on_one_backend(env: Env) -> None:
+    lb = env.e.c.nbctl("--bare", "--columns=selection_fields", "find", "Load_Balancer",
+                       "name=Service_default/svb-aff_TCP_cluster")
+    assert set(lb.split()) == {"ip_src", "ip_dst"}
+    got = env.probe(env.in_pod(env.client), env.cip("svb-aff"), 80, 0, 20)["tcp"]
+    assert len(set(got)) == 1 and got[0] in env.backends, got
+    # Another client may land elsewhere, but also always on one backend.
+    other = env.probe(env.in_pod(env.one[0]), env.cip("svb-aff"), 80, 0, 10)["tcp"]
+    assert len(set(other)) == 1 and other[0] in env.backends, other
+
+
+@pytest.mark.xfail(reason="OVN 23.03 affinity_timeout drops the first packet of a new "
+                          "client's session (learn stage); with the userspace datapath the "
+                          "SYN retransmits of that first connection do not get through "
+                          "either, so a new client's first connection times out",
+                   strict=False)
+def test_client_ip_affinity_with_timeout_first_connection(env: Env) -> None:
+    got = env.probe(env.in_pod(env.two[0]), env.cip("svb-aff-timeout"), 80, 0, 5)["tcp"]
+    assert len(set(got)) == 1 and got[0] in env.backends, got
+
+
+def test_etp_local_keeps_client_ip_and_only_local_nodes_answer(env: Env) -> None:
+    e = env.e
+    np_ = env.node_port("svb-local")
+    underlay_ip = e.c.s.ip(1)
+    got = env.probe(e.underlay_exec, e.node_ip(env.n2), np_, 0, 10, "/clientip")["tcp"]
+    assert {a.rsplit(":", 1)[0] for a in got} == {underlay_ip}, got
+    names = env.probe(e.underlay_exec, e.node_ip(env.n2), np_, 0, 10)["tcp"]
+    assert set(names) <= {p["metadata"]["name"] for p in env.two}, names
+    # Node 1 has no local endpoint: refused at once (curl 7), not a timeout (28).
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        e.underlay_exec("curl", "-sS", "-m", "10", f"http://{e.node_ip(env.n1)}:{np_}/")
+    assert err.value.returncode == 7, err.value.stderr
+
+
+def test_hairpin_pod_reaches_itself_through_its_service(env: Env) -> None:
+    pod = env.two[0]
+    me = pod["metadata"]["name"]
+    got = env.probe(env.in_pod(pod), env.cip("svb"), 80, 81, 40)
+    assert me in got["tcp"] and me in got["udp"], got
+    assert not [a for a in got["tcp"] + got["udp"] if a.startswith("ERR")], got
+
+
+def test_pod_to_kubernetes_service_reaches_apiserver(env: Env) -> None:
+    for pod in (env.client, env.two[0]):
+        assert env.e.curl(env.in_pod(pod), "https://10.96.0.1/healthz", "-k") == "ok"
+
+
+def test_headless_makes_no_lb_and_no_endpoints_rejects(env: Env) -> None:
+    names = env.e.c.nbctl("--bare", "--columns=name", "list", "Load_Balancer").split()
+    assert not [n for n in names if n.startswith("Service_default/svb-headless")]
+    assert "Service_default/svb-empty_TCP_cluster" in names
+    # TCP: refused (curl exit 7), not a timeout (28).
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        env.e.pod_exec(env.client, "curl", "-sS", "-m", "10", f"http://{env.cip('svb-empty')}/")
+    assert err.value.returncode == 7, err.value.stderr
+    # UDP: ICMP port unreachable -> ConnectionRefusedError, not a timeout.
+    got = env.probe(env.in_pod(env.client), env.cip("svb-empty"), 0, 81, 1)["udp"]
+    assert got == ["ERR ConnectionRefusedError"], got

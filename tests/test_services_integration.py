@@ -1,0 +1,459 @@
+"""Services against a real kube-apiserver (+controller-manager), a real NB and
+`ovnkube master` as a process: load balancers appear, change on endpoint churn
+and Service edits, vanish on delete, and survive a master restart untouched.
+
+What the master wrote is read back from the NB itself: rows and their `_uuid`
+through ovn-nbctl, and every committed transaction from the NB database file
+(`ovsdb-tool show-log -m`: one record per transaction, with the writer's
+comment, `northd_sync: N owner(s)`, and the rows it touched).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from localcluster.kube import KubeControlPlane
+from localcluster.ovn import OvnCentral
+from localcluster.procs import Daemon, DaemonSet, log_tail
+from ovnkube.annotations import NODE_CHASSIS_ID
+from ovnkube.kubeclient import node_path, patch_annotations
+from tests.master_helpers import KubeObjects, eventually, start_master
+
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+SERVICE_NAME = "kubernetes.io/service-name"
+
+
+# --- reading the NB -------------------------------------------------------------
+
+def _ovs_value(v: Any) -> Any:
+    """ovn-nbctl --format=json cell -> Python value."""
+    if isinstance(v, list) and v and v[0] == "map":
+        return {k: _ovs_value(x) for k, x in v[1]}
+    if isinstance(v, list) and v and v[0] == "set":
+        return [_ovs_value(x) for x in v[1]]
+    if isinstance(v, list) and v and v[0] == "uuid":
+        return v[1]
+    return v
+
+
+def nb_table(central: OvnCentral, table: str, columns: str) -> list[dict[str, Any]]:
+    out = json.loads(central.nbctl("--format=json", f"--columns={columns}", "list", table))
+    return [{h: _ovs_value(c) for h, c in zip(out["headings"], row, strict=True)}
+            for row in out["data"]]
+
+
+def lbs(central: OvnCentral, prefix: str = "Service_") -> dict[str, dict[str, Any]]:
+    """Load balancer name -> {_uuid, vips, options, external_ids, selection_fields}."""
+    rows = nb_table(central, "Load_Balancer",
+                    "_uuid,name,vips,options,external_ids,protocol,selection_fields")
+    return {r["name"]: r for r in rows if r["name"].startswith(prefix)}
+
+
+def lb_refs(central: OvnCentral, table: str, name: str) -> set[str]:
+    """UUIDs of the load balancers a group, switch or router holds."""
+    for r in nb_table(central, table, "name,load_balancer"):
+        if r["name"] == name:
+            v = r["load_balancer"]
+            return set(v) if isinstance(v, list) else {v}
+    raise AssertionError(f"{table} {name} not in the NB")
+
+
+@dataclass
+class Txn:
+    index: int
+    comment: str
+    #: (table, row name, op) with op "insert", "update" or "delete"
+    rows: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def touched(self, table: str) -> set[str]:
+        return {name for t, name, _ in self.rows if t == table}
+
+
+_RECORD = re.compile(r'^record (\d+): \S+ \S+(?: "(.*)")?$')
+_ROW = re.compile(r'^  table (\S+) (insert row|row) "?(.*?)"? \([0-9a-f]+\)')
+
+
+def nb_log(central: OvnCentral) -> list[Txn]:
+    """Every transaction recorded in the NB database file, oldest first."""
+    out = subprocess.run(["ovsdb-tool", "show-log", "-m", str(central.workdir / "ovnnb_db.db")],
+                         capture_output=True, text=True, check=True).stdout
+    txns: list[Txn] = []
+    for line in out.splitlines():
+        if m := _RECORD.match(line):
+            txns.append(Txn(int(m.group(1)), m.group(2) or ""))
+        elif (m := _ROW.match(line)) and txns:
+            op = "insert" if m.group(2) == "insert row" else "update"
+            txns[-1].rows.append((m.group(1), m.group(3), op))
+        elif line.strip() == "delete row" and txns and txns[-1].rows:
+            t, name, _ = txns[-1].rows[-1]
+            txns[-1].rows[-1] = (t, name, "delete")
+    return txns
+
+
+def ours(txns: list[Txn], since: int) -> list[Txn]:
+    """The master's transactions after record `since`."""
+    return [t for t in txns if t.index > since and t.comment.startswith("northd_sync")]
+
+
+def log_mark(central: OvnCentral) -> int:
+    txns = nb_log(central)
+    return txns[-1].index if txns else -1
+
+
+def lb_writes(central: OvnCentral, since: int) -> list[set[str]]:
+    """For each of the master's transactions since `since` that touched load
+    balancers: the names of the load balancers it wrote."""
+    return [t.touched("Load_Balancer") for t in ours(nb_log(central), since)
+            if t.touched("Load_Balancer")]
+
+
+def settle(central: OvnCentral, quiet: float = 1.5, timeout: float = 30) -> int:
+    """Wait until the NB log has not grown for `quiet` seconds; its last record."""
+    deadline = time.monotonic() + timeout
+    last, since = log_mark(central), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = log_mark(central)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return last
+    return last
+
+
+# --- Kubernetes objects -----------------------------------------------------------
+
+def service(name: str, *, type: str = "ClusterIP", ports: list[dict[str, Any]] | None = None,
+            **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+        "spec": {"type": type, "ports": ports or [
+            {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}], **spec}}
+    return body
+
+
+def endpoint_slice(name: str, svc: str, port_name: str, port: int, proto: str,
+                   eps: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": name, "labels": {SERVICE_NAME: svc, MANAGED_BY: "tests"}},
+        "ports": [{"name": port_name, "port": port, "protocol": proto}],
+        "endpoints": [{"addresses": [ip], "nodeName": node, "conditions": {"ready": ready}}
+                      for ip, node, ready in eps]}
+
+
+class Objects(KubeObjects):
+    def __init__(self, cp: KubeControlPlane) -> None:
+        super().__init__(cp)
+        self.disc = client.DiscoveryV1Api(self.api)
+
+    def namespace(self, prefix: str = "t") -> str:
+        # kube_cluster's serviceaccount controller makes "default" itself.
+        ns = f"{prefix}-{self.suffix}"
+        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        self.namespaces.append(ns)
+        return ns
+
+    def svc(self, ns: str, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.api.sanitize_for_serialization(
+            self.core.create_namespaced_service(ns, body)))
+
+    def patch_svc(self, ns: str, name: str, patch: dict[str, Any] | list[Any]) -> None:
+        self.core.patch_namespaced_service(name, ns, patch)
+
+    def slice(self, ns: str, body: dict[str, Any]) -> None:
+        self.disc.create_namespaced_endpoint_slice(ns, body)
+
+    def replace_slice(self, ns: str, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        cur = self.disc.read_namespaced_endpoint_slice(name, ns)
+        body = {**body, "metadata": {**body["metadata"],
+                                     "resourceVersion": cur.metadata.resource_version}}
+        self.disc.replace_namespaced_endpoint_slice(name, ns, body)
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+@pytest.fixture
+def kobj(kube_cluster: KubeControlPlane) -> Iterator[Objects]:
+    k = Objects(kube_cluster)
+    try:
+        yield k
+    finally:
+        k.cleanup()
+
+
+@pytest.fixture
+def masters(workdir: Path) -> Iterator[DaemonSet]:
+    ds = DaemonSet()
+    try:
+        yield ds
+    finally:
+        logs = [(d.name, d.log_path) for d in ds.daemons]
+        ds.stop()
+        for name, path in logs:  # shown by pytest when the test failed
+            print(f"--- {name} log (tail) ---\n{log_tail(path, 60)}")
+
+
+def run_master(masters: DaemonSet, cp: KubeControlPlane, central: OvnCentral, workdir: Path,
+               name: str = "master") -> Daemon:
+    d = start_master(cp, central, workdir, name, "--no-leader-elect")
+    masters.daemons.append(d)
+    eventually(lambda: "master started" in d.log_path.read_text(), timeout=90,
+               what=f"{name} started")
+    return d
+
+
+def no_leftovers(k: Objects) -> None:
+    """Wait until earlier tests' objects in the shared control plane are gone
+    (namespaces end asynchronously), so that a master sees only ours."""
+    def gone() -> bool:
+        svcs = k.core.list_service_for_all_namespaces().items
+        nss = k.core.list_namespace().items
+        return all(f"{s.metadata.namespace}/{s.metadata.name}" == "default/kubernetes"
+                   for s in svcs) and not [n for n in nss if n.status.phase == "Terminating"]
+    eventually(gone, timeout=120, what="earlier tests' services and namespaces gone")
+
+
+def two_nodes(k: Objects, central: OvnCentral) -> tuple[str, str, dict[str, str]]:
+    a = k.node("sa", gateway_ip="172.18.0.21")
+    b = k.node("sb", gateway_ip="172.18.0.22")
+    eventually(lambda: {f"GR_{a}", f"GR_{b}"} <= set(central.nbctl(
+        "--bare", "--columns=name", "list", "Logical_Router").split()), what="gateway routers")
+    return a, b, {a: "172.18.0.21", b: "172.18.0.22"}
+
+
+# --- tests -------------------------------------------------------------------------------
+
+def test_lbs_appear_change_and_vanish(kube_cluster: KubeControlPlane, ovn_central: OvnCentral,
+                                      kobj: Objects, masters: DaemonSet, workdir: Path) -> None:
+    run_master(masters, kube_cluster, ovn_central, workdir)
+    a, b, ip = two_nodes(kobj, ovn_central)
+    ns = kobj.namespace("svc")
+    P = f"Service_{ns}/"
+    web = kobj.svc(ns, service("web", type="NodePort", ports=[
+        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080},
+        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}]))
+    cip = web["spec"]["clusterIP"]
+    np = {p["name"]: p["nodePort"] for p in web["spec"]["ports"]}
+    assert all(30000 <= n <= 32767 for n in np.values())  # the apiserver's NodePort range
+    kobj.svc(ns, service("other"))
+    kobj.svc(ns, service("headless", clusterIP="None"))
+    kobj.svc(ns, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extname"},
+                  "spec": {"type": "ExternalName", "externalName": "example.com"}})
+    names = {f"{P}web_TCP_cluster", f"{P}web_UDP_cluster", f"{P}other_TCP_cluster",
+             *(f"{P}web_{proto}_node_router_{n}" for proto in ("TCP", "UDP") for n in (a, b))}
+
+    # 1. A Service with no endpoints: every VIP there, rejecting.
+    rows = eventually(lambda: (r := lbs(ovn_central, P)) and set(r) == names and r,
+                      what="LBs of the new services")
+    assert rows[f"{P}web_TCP_cluster"]["vips"] == {f"{cip}:80": ""}
+    assert rows[f"{P}web_UDP_cluster"]["vips"] == {f"{cip}:53": ""}
+    assert rows[f"{P}web_UDP_cluster"]["protocol"] == "udp"
+    assert rows[f"{P}web_TCP_node_router_{a}"]["vips"] == {f"{ip[a]}:{np['http']}": ""}
+    for r in rows.values():
+        assert r["options"]["reject"] == "true" and r["options"]["event"] == "false"
+        ext = r["external_ids"]
+        assert ext["k8s.ovn.org/kind"] == "Service"
+        assert ext["k8s.ovn.org/owner-type"] == "Service"
+        assert ext["k8s.ovn.org/owner"] in (f"{ns}/web", f"{ns}/other")
+    group = lb_refs(ovn_central, "Load_Balancer_Group", "clusterLBGroup")
+    assert {rows[f"{P}web_TCP_cluster"]["_uuid"], rows[f"{P}web_UDP_cluster"]["_uuid"]} <= group
+    assert rows[f"{P}web_TCP_node_router_{a}"]["_uuid"] in lb_refs(
+        ovn_central, "Logical_Router", f"GR_{a}")
+    assert rows[f"{P}web_TCP_node_router_{a}"]["_uuid"] not in lb_refs(
+        ovn_central, "Logical_Router", f"GR_{b}")
+    # Headless and ExternalName services make nothing.
+    assert not [n for n in rows if "headless" in n or "extname" in n]
+
+    # 2. Endpoints arrive: one slice per port (each resolves its own target port).
+    before = lbs(ovn_central, P)
+    mark = settle(ovn_central)
+    kobj.slice(ns, endpoint_slice("web-tcp", "web", "http", 8080, "TCP",
+                                  [("10.244.1.5", a, True), ("10.244.2.5", b, True)]))
+    want_tcp = "10.244.1.5:8080,10.244.2.5:8080"
+    eventually(lambda: lbs(ovn_central, P)[f"{P}web_TCP_cluster"]["vips"] == {
+        f"{cip}:80": want_tcp}, what="TCP endpoints programmed")
+    settle(ovn_central)
+    rows = lbs(ovn_central, P)
+    assert rows[f"{P}web_TCP_node_router_{b}"]["vips"] == {f"{ip[b]}:{np['http']}": want_tcp}
+    tcp = {f"{P}web_TCP_cluster", f"{P}web_TCP_node_router_{a}", f"{P}web_TCP_node_router_{b}"}
+    # One transaction, only the TCP load balancers; every row updated in place.
+    assert lb_writes(ovn_central, mark) == [tcp]
+    assert {n: r["_uuid"] for n, r in rows.items()} == {n: r["_uuid"] for n, r in before.items()}
+
+    # 3. Endpoint churn on the UDP port only: only the UDP load balancers change.
+    kobj.slice(ns, endpoint_slice("web-udp", "web", "dns", 5353, "UDP",
+                                  [("10.244.1.6", a, True)]))
+    eventually(lambda: lbs(ovn_central, P)[f"{P}web_UDP_cluster"]["vips"] == {
+        f"{cip}:53": "10.244.1.6:5353"}, what="UDP endpoint programmed")
+    mark = settle(ovn_central)
+    kobj.replace_slice(ns, endpoint_slice("web-udp", "web", "dns", 5353, "UDP",
+                                          [("10.244.1.6", a, False), ("10.244.2.6", b, True)]))
+    eventually(lambda: lbs(ovn_central, P)[f"{P}web_UDP_cluster"]["vips"] == {
+        f"{cip}:53": "10.244.2.6:5353"}, what="not-ready endpoint dropped")
+    settle(ovn_central)
+    udp = {f"{P}web_UDP_cluster", f"{P}web_UDP_node_router_{a}", f"{P}web_UDP_node_router_{b}"}
+    assert lb_writes(ovn_central, mark) == [udp]
+
+    # 4. A Service edit (the TCP port's number): only the TCP cluster LB changes;
+    # the NodePort LBs map node IP:nodePort, which stay the same.
+    mark = settle(ovn_central)
+    kobj.patch_svc(ns, "web", [{"op": "replace", "path": "/spec/ports/0/port", "value": 8000}])
+    eventually(lambda: lbs(ovn_central, P)[f"{P}web_TCP_cluster"]["vips"] == {
+        f"{cip}:8000": want_tcp}, what="port edit programmed")
+    settle(ovn_central)
+    assert lb_writes(ovn_central, mark) == [{f"{P}web_TCP_cluster"}]
+
+    # 5. Affinity: an option on every load balancer of the Service, one transaction.
+    mark = settle(ovn_central)
+    kobj.patch_svc(ns, "web", {"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {
+        "clientIP": {"timeoutSeconds": 60}}}})
+    eventually(lambda: all(r["options"].get("affinity_timeout") == "60"
+                           for n, r in lbs(ovn_central, f"{P}web_").items()),
+               what="affinity programmed")
+    settle(ovn_central)
+    assert lb_writes(ovn_central, mark) == [tcp | udp]
+    assert lbs(ovn_central, P)[f"{P}other_TCP_cluster"] == before[f"{P}other_TCP_cluster"]
+
+    # 6. NodePort -> ClusterIP: the per-node load balancers go, the rest stay.
+    mark = settle(ovn_central)
+    kobj.patch_svc(ns, "web", [{"op": "replace", "path": "/spec/type", "value": "ClusterIP"},
+                               {"op": "remove", "path": "/spec/ports/0/nodePort"},
+                               {"op": "remove", "path": "/spec/ports/1/nodePort"}])
+    eventually(lambda: set(lbs(ovn_central, f"{P}web_")) == {
+        f"{P}web_TCP_cluster", f"{P}web_UDP_cluster"}, what="per-node LBs removed")
+    settle(ovn_central)
+    (written,) = lb_writes(ovn_central, mark)
+    assert written == {n for n in tcp | udp if "node_router" in n}
+    assert lbs(ovn_central, P)[f"{P}web_TCP_cluster"]["_uuid"] == before[
+        f"{P}web_TCP_cluster"]["_uuid"]
+
+    # 7. Delete: its load balancers and their group membership go; others stay.
+    kobj.core.delete_namespaced_service("web", ns)
+    eventually(lambda: set(lbs(ovn_central, P)) == {f"{P}other_TCP_cluster"},
+               what="LBs of the deleted service gone")
+    group = lb_refs(ovn_central, "Load_Balancer_Group", "clusterLBGroup")
+    assert before[f"{P}web_TCP_cluster"]["_uuid"] not in group
+    assert before[f"{P}other_TCP_cluster"]["_uuid"] in group
+
+
+def test_etp_local_itp_local_and_late_gateway(kube_cluster: KubeControlPlane,
+                                              ovn_central: OvnCentral, kobj: Objects,
+                                              masters: DaemonSet, workdir: Path) -> None:
+    run_master(masters, kube_cluster, ovn_central, workdir)
+    a, b, ip = two_nodes(kobj, ovn_central)
+    # A third node reports its gateway address but not yet its chassis: no GR.
+    c = kobj.node("sc", chassis=False, gateway_ip="172.18.0.23")
+    ns = kobj.namespace("loc")
+    P = f"Service_{ns}/"
+    s = kobj.svc(ns, service("etp", type="LoadBalancer", externalTrafficPolicy="Local",
+                             externalIPs=["192.0.2.7"]))
+    kobj.svc(ns, service("itp", internalTrafficPolicy="Local"))
+    for svc in ("etp", "itp"):
+        kobj.slice(ns, endpoint_slice(svc, svc, "http", 8080, "TCP",
+                                      [("10.244.1.5", a, True), ("10.244.2.5", b, True)]))
+    np = s["spec"]["ports"][0]["nodePort"]
+    cip = s["spec"]["clusterIP"]
+
+    def programmed() -> dict[str, dict[str, Any]] | None:
+        r = lbs(ovn_central, P)
+        return r if f"{P}etp_TCP_node_router_{b}" in r and f"{P}itp_TCP_node_switch_{b}" in r \
+            and r[f"{P}etp_TCP_node_router_{b}"]["vips"].get(f"{ip[b]}:{np}") else None
+
+    rows = eventually(programmed, what="ETP/ITP local LBs")
+    ra = rows[f"{P}etp_TCP_node_router_{a}"]
+    assert ra["vips"] == {f"{ip[a]}:{np}": "10.244.1.5:8080", "192.0.2.7:80": "10.244.1.5:8080"}
+    assert ra["options"]["skip_snat"] == "true"
+    assert rows[f"{P}etp_TCP_node_switch_{a}"]["vips"] == {
+        "192.0.2.7:80": "10.244.1.5:8080,10.244.2.5:8080"}
+    assert rows[f"{P}etp_TCP_cluster"]["vips"] == {f"{cip}:80": "10.244.1.5:8080,10.244.2.5:8080"}
+    assert rows[f"{P}itp_TCP_node_switch_{b}"]["vips"] == {
+        f"{next(iter(rows[f'{P}itp_TCP_node_switch_{b}']['vips']))}": "10.244.2.5:8080"}
+    assert rows[f"{P}itp_TCP_node_switch_{b}"]["_uuid"] in lb_refs(
+        ovn_central, "Logical_Switch", b)
+    assert f"{P}itp_TCP_cluster" not in rows
+    assert not [n for n in rows if n.endswith(c)]
+
+    # The third node's chassis appears (its gateway addresses are unchanged):
+    # its gateway router is made, and the services' load balancers follow.
+    patch_annotations(kobj.api, node_path(c), {NODE_CHASSIS_ID: f"chassis-{c}"})
+    rows = eventually(lambda: (r := lbs(ovn_central, P)) and f"{P}etp_TCP_node_router_{c}" in r
+                      and r, timeout=30, what="LB on the late gateway router")
+    assert rows[f"{P}etp_TCP_node_router_{c}"]["vips"] == {"172.18.0.23:" + str(np): "",
+                                                          "192.0.2.7:80": ""}
+    assert rows[f"{P}etp_TCP_node_router_{c}"]["_uuid"] in lb_refs(
+        ovn_central, "Logical_Router", f"GR_{c}")
+
+    # The node goes: its per-node load balancers go with it.
+    kobj.core.delete_node(c)
+    eventually(lambda: not [n for n in lbs(ovn_central, P) if n.endswith(c)], timeout=30,
+               what="per-node LBs of a deleted node removed")
+
+
+def test_master_restart_resyncs_without_touching_unchanged(
+        kube_cluster: KubeControlPlane, ovn_central: OvnCentral, kobj: Objects,
+        masters: DaemonSet, workdir: Path) -> None:
+    no_leftovers(kobj)
+    m1 = run_master(masters, kube_cluster, ovn_central, workdir, "m1")
+    a, b, _ = two_nodes(kobj, ovn_central)
+    ns = kobj.namespace("rs")
+    P = f"Service_{ns}/"
+    for i in range(6):
+        kobj.svc(ns, service(f"s{i}", type="NodePort" if i % 2 else "ClusterIP"))
+        kobj.slice(ns, endpoint_slice(f"s{i}", f"s{i}", "http", 8080, "TCP",
+                                      [(f"10.244.1.{10 + i}", a, True),
+                                       (f"10.244.2.{10 + i}", b, True)]))
+    expected = 6 + 3 * 2  # a cluster LB each, a node router LB per node for the NodePorts
+    eventually(lambda: len(lbs(ovn_central, P)) == expected and all(
+        v for r in lbs(ovn_central, P).values() for v in r["vips"].values()),
+        what="all LBs with endpoints")
+    settle(ovn_central)
+    before = lbs(ovn_central, P)
+
+    # A restart with nothing changed writes nothing at all.
+    os.killpg(m1.pid, signal.SIGKILL)
+    m1.proc.wait()  # type: ignore[union-attr]
+    mark = log_mark(ovn_central)
+    m2 = run_master(masters, kube_cluster, ovn_central, workdir, "m2")
+    settle(ovn_central, quiet=3)
+    assert ours(nb_log(ovn_central), mark) == []
+    assert lbs(ovn_central, P) == before
+
+    # While the master is down: a Service deleted, an endpoint changed, one added.
+    os.killpg(m2.pid, signal.SIGKILL)
+    m2.proc.wait()  # type: ignore[union-attr]
+    kobj.core.delete_namespaced_service("s0", ns)
+    kobj.replace_slice(ns, endpoint_slice("s1", "s1", "http", 8080, "TCP",
+                                          [("10.244.1.11", a, True)]))
+    kobj.svc(ns, service("s6"))
+    mark = log_mark(ovn_central)
+    run_master(masters, kube_cluster, ovn_central, workdir, "m3")
+    changed = {f"{P}s1_TCP_cluster", f"{P}s1_TCP_node_router_{a}", f"{P}s1_TCP_node_router_{b}"}
+    eventually(lambda: f"{P}s6_TCP_cluster" in lbs(ovn_central, P), what="new service's LB")
+    settle(ovn_central, quiet=3)
+    after = lbs(ovn_central, P)
+    assert f"{P}s0_TCP_cluster" not in after
+    assert after[f"{P}s1_TCP_cluster"]["vips"] == {
+        next(iter(before[f"{P}s1_TCP_cluster"]["vips"])): "10.244.1.11:8080"}
+    # Exactly the rows that differ were written, in the start-up sync's one
+    # transaction; everything else kept its row and was not written to.
+    writes = lb_writes(ovn_central, mark)
+    assert writes == [changed | {f"{P}s0_TCP_cluster", f"{P}s6_TCP_cluster"}]
+    for name, row in before.items():
+        if name in changed:
+            assert after[name]["_uuid"] == row["_uuid"]
+        elif name != f"{P}s0_TCP_cluster":
+            assert after[name] == row, name
