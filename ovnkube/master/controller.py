@@ -125,6 +125,7 @@ class Master:
             if rows:
                 pod_rows[key] = rows
         self.engine.sync(POD_OWNER, pod_rows)
+        self.pod_controller.synced(pod_rows)
         self.engine.sync(SERVICE_OWNER, {
             key_of(svc): self.service_controller.desired(svc)
             for svc in self.services.items() if wants_lbs(svc)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -90,6 +91,10 @@ def main(argv: list[str]) -> int:
         except Exception:
             log.exception("master failed to start")
             os._exit(1)
+        # The caches built at start-up live as long as the process: keep the
+        # cyclic collector from walking them again and again (a big NB cache
+        # is hundreds of thousands of objects).
+        gc.freeze()
 
     def lost() -> None:
         # Another master may be writing now: stop at once, kubelet restarts us.

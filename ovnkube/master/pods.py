@@ -68,9 +68,15 @@ class PodController:
         self.core = client.CoreV1Api(master.api)
         # node -> pod keys waiting for an address there
         self._waiting: dict[str, set[str]] = {}
+        # pod key -> rows last handed to the NB writer: most pod events
+        # (status, our own annotation) change nothing in OVN.
+        self._applied: dict[str, tuple[Row, ...]] = {}
         self._lock = threading.Lock()
 
     def on_event(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        if old is new:  # periodic resync: let the NB writer check for drift
+            with self._lock:
+                self._applied.pop(key, None)
         self.m.pod_queue.add(key)
 
     def mark_existing(self, pods: list[Obj]) -> None:
@@ -114,15 +120,22 @@ class PodController:
         if self.m.pods.get(key) is None:  # deleted meanwhile: undo
             self._forget(key)
             return
+        rows = tuple(topology.pod_rows(pod, node, net))
+        with self._lock:
+            if self._applied.get(key) == rows:
+                return
+            self._applied[key] = rows
         # Do not hold a worker while the NB commits: many pods then share one
         # transaction. A failed commit brings the pod back with backoff.
-        fut = self.m.engine.apply(topology.owner(OWNER_TYPE, key),
-                                  topology.pod_rows(pod, node, net), wait=False)
-        fut.add_done_callback(lambda f: self._committed(key, f))
+        fut = self.m.engine.apply(topology.owner(OWNER_TYPE, key), rows, wait=False)
+        fut.add_done_callback(lambda f: self._committed(key, rows, f))
 
-    def _committed(self, key: str, fut: Future[ApplyResult]) -> None:
+    def _committed(self, key: str, rows: tuple[Row, ...], fut: Future[ApplyResult]) -> None:
         err = fut.exception()
         if err is not None:
+            with self._lock:
+                if self._applied.get(key) == rows:
+                    del self._applied[key]
             self.m.pod_queue.retry(key, err)
 
     def _ensure_address(self, key: str, pod: Obj, node: str, pool: IPPool) -> PodNetwork:
@@ -166,8 +179,16 @@ class PodController:
             raise
         return net
 
+    def synced(self, rows_by_key: dict[str, list[Row]]) -> None:
+        """What the start-up sync left in the NB, so later events skip no-ops."""
+        with self._lock:
+            self._applied = {k: tuple(v) for k, v in rows_by_key.items()}
+
     def _forget(self, key: str) -> None:
-        self.m.engine.delete(topology.owner(OWNER_TYPE, key))
+        with self._lock:
+            had_rows = self._applied.pop(key, None) is not None
+        if had_rows:  # pods that never had a port (hostNetwork, ...) cost nothing
+            self.m.engine.delete(topology.owner(OWNER_TYPE, key))
         node = None
         for n, pool in self.m.pools():
             if pool.release(key) is not None:
