@@ -85,7 +85,7 @@ class Agent:
         self.register_chassis(gateway)
         if gateway is not None:
             self.flows = GatewayFlows(GATEWAY_BRIDGE, o.gateway_interface, o.ovs_db,
-                                      o.ovs_rundir).start()
+                                      o.ovs_rundir, gateway.addresses).start()
         self._ready = f"waiting for annotation {NODE_SUBNETS} on node {o.node_name}"
         subnets = self.wait_node_subnets()
         self.setup_management_port(subnets)

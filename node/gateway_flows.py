@@ -9,7 +9,9 @@ loses those across OVN's own NAT zones, so we decide statelessly, by port:
   above the host's ephemeral range, so replies to those ports go to OVN;
 - NodePorts go to OVN (the host does not listen on them);
 - ICMP and non-IP traffic (ARP) go to both; whoever does not know it drops it;
-- everything else is the host's.
+- IPv4 to the node's own address is the host's; IPv4 to any other address
+  (a Service's external or LoadBalancer IP routed to this node) is OVN's;
+- the rest (IPv6) is the host's.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import logging
 import os
 import subprocess
 import threading
+from collections.abc import Sequence
 
+from ovnkube.annotations import IPInterface
 from ovnkube.config import GR_SNAT_PORTS, NODE_PORTS
 
 log = logging.getLogger(__name__)
@@ -37,10 +41,11 @@ def port_range_masks(lo: int, hi: int) -> list[str]:
     return out
 
 
-def gateway_flows(uplink: int, patch: int | None,
+def gateway_flows(uplink: int, patch: int | None, node_ips: Sequence[IPInterface] = (),
                   node_ports: tuple[int, int] = NODE_PORTS,
                   snat_ports: tuple[int, int] = GR_SNAT_PORTS) -> list[str]:
-    """The whole br-ex flow table, given the uplink's and the patch port's ofports."""
+    """The whole br-ex flow table, given the uplink's and the patch port's ofports
+    and the node's own addresses (what the host answers for)."""
     if patch is None:
         # No gateway router bound here yet: the host alone uses the uplink.
         return ["table=0,priority=0,actions=NORMAL"]
@@ -55,8 +60,16 @@ def gateway_flows(uplink: int, patch: int | None,
             for m in port_range_masks(*lo_hi):
                 flows.append(f"table=0,priority=40,in_port={uplink},{proto},tp_dst={m},"
                              f"actions=output:{patch}")
+    host_dsts = ["224.0.0.0/4", "255.255.255.255"]
+    for ip in node_ips:
+        if ip.version == 4:
+            host_dsts += [str(ip.ip), str(ip.network.broadcast_address)]
+    flows += [f"table=0,priority=20,in_port={uplink},ip,nw_dst={d},actions=output:LOCAL"
+              for d in host_dsts]
     flows += [
-        f"table=0,priority=20,in_port={uplink},ip,actions=output:LOCAL",
+        # Any other IPv4 destination sent to the node's MAC is an address only
+        # OVN serves: a Service's externalIPs or LoadBalancer ingress IPs.
+        f"table=0,priority=15,in_port={uplink},ip,actions=output:{patch}",
         f"table=0,priority=20,in_port={uplink},ipv6,actions=output:LOCAL",
         f"table=0,priority=10,in_port={uplink},actions=output:LOCAL,output:{patch}",
         "table=0,priority=0,actions=drop",
@@ -68,8 +81,9 @@ class GatewayFlows:
     """Keeps br-ex's flows right as the patch port to OVN comes and goes."""
 
     def __init__(self, bridge: str, uplink: str, ovs_db: str, rundir: str,
-                 interval: float = 2.0) -> None:
+                 node_ips: Sequence[IPInterface] = (), interval: float = 2.0) -> None:
         self.bridge = bridge
+        self.node_ips = list(node_ips)
         self.uplink = uplink
         self.ovs_db = ovs_db
         self.env = {**os.environ, **({"OVS_RUNDIR": rundir} if rundir else {})}
@@ -101,7 +115,7 @@ class GatewayFlows:
             return
         patch_name = self.patch_port()
         patch = self._ofport(patch_name) if patch_name else None
-        flows = gateway_flows(uplink, patch)
+        flows = gateway_flows(uplink, patch, self.node_ips)
         if flows == self._installed:
             return
         subprocess.run(["ovs-ofctl", "--bundle", "replace-flows", self.bridge, "-"],

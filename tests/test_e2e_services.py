@@ -22,6 +22,9 @@ import pytest
 from tests.e2e_helpers import AGNHOST, E2E, wait_for
 
 LABEL = "e2e=services"
+# An address no namespace owns; the underlay routes it to a node, as a router
+# in front of a real cluster would.
+EXTERNAL_IP = "192.0.2.50"
 
 # Runs inside a pod, a node or the underlay: N requests, each a new connection
 # (TCP) or a new socket (UDP), printing the answers (or the error) as JSON.
@@ -144,6 +147,8 @@ def env(local_cluster: E2E) -> Iterator[Env]:
                 extra="  externalTrafficPolicy: Local\n"),
         service("svb-headless", {"svc": "svb"}, extra="  clusterIP: None\n"),
         service("svb-empty", {"svc": "nothing"}),
+        service("svb-ext", {"svc": "svb"}, udp=False,
+                extra=f"  externalIPs: [{EXTERNAL_IP}]\n"),
     ]
     try:
         e.apply("---\n".join(manifests))
@@ -269,3 +274,16 @@ def test_headless_makes_no_lb_and_no_endpoints_rejects(env: Env) -> None:
     # UDP: ICMP port unreachable -> ConnectionRefusedError, not a timeout.
     got = env.probe(env.in_pod(env.client), env.cip("svb-empty"), 0, 81, 1)["udp"]
     assert got == ["ERR ConnectionRefusedError"], got
+
+
+def test_external_ip_from_outside(env: Env) -> None:
+    e = env.e
+    for node in (env.n1, env.n2):
+        # The outside world's router sends the external IP to one node...
+        e.underlay_exec("ip", "route", "replace", f"{EXTERNAL_IP}/32", "via", e.node_ip(node))
+        try:
+            got = env.probe(e.underlay_exec, EXTERNAL_IP, 80, 0, 20)["tcp"]
+            # ...whose br-ex hands it to OVN, which balances over every backend.
+            assert set(got) == env.backends, (node, got)
+        finally:
+            e.underlay_exec("ip", "route", "del", f"{EXTERNAL_IP}/32")
