@@ -7,8 +7,6 @@ on disk."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
 import hashlib
 import http.client
@@ -28,18 +26,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from localcluster.netns import enter_netns
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AGNHOST_IMAGE = re.compile(r"(^|/)e2e-test-images/agnhost([:@]|$)")
 NO_IMAGE_MSG = "images cannot be pulled here; give a command"
-CLONE_NEWNET = 0x40000000
 # The shim: forward nothing, ignore TERM/INT itself (the whole process group is
 # signalled, so the container gets them), write the container's status.
 SHIM = 'f=$1; shift; trap : TERM INT; "$@"; echo $? > "$f"'
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
 
 # --- sockets inside a network namespace ----------------------------------------
 
@@ -54,13 +50,7 @@ def netns_socket(netns: str | None, family: int, sock_type: int) -> socket.socke
 
     def make() -> None:
         try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    e = ctypes.get_errno()
-                    raise OSError(e, f"setns into {netns}: {os.strerror(e)}")
-            finally:
-                os.close(fd)
+            enter_netns(netns)
             out.append(socket.socket(family, sock_type))
         except BaseException as e:
             err.append(e)

@@ -7,9 +7,11 @@ test runs) side by side never clash, and a sweep can find leftovers.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Iterator
 
@@ -34,6 +36,22 @@ def _links(ns: str | None) -> Iterator[IPRoute | NetNS]:
         yield h
     finally:
         h.close()
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def enter_netns(name: str) -> None:
+    """Move the calling thread into network namespace `name` (setns(2)).
+    Sockets made afterwards live there; other threads are not affected."""
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into network namespace {name!r}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
 
 
 def create_netns(name: str) -> str:

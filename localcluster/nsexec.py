@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from localcluster.portforward import enter_netns
+from localcluster.netns import enter_netns
 
 
 def main() -> None:

@@ -14,24 +14,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import os
 import socket
 import threading
 from pathlib import Path
 
-CLONE_NEWNET = 0x40000000
-
-
-def enter_netns(name: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into network namespace {name!r}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+from localcluster.netns import enter_netns
 
 
 def _pipe(src: socket.socket, dst: socket.socket) -> None:

@@ -16,7 +16,7 @@ import pytest
 from localcluster import netns as nets
 from localcluster.kube import KubeControlPlane, control_plane_netns, kube_bin_dir
 from localcluster.ovn import OvnCentral, OvnController, OvsNode
-from localcluster.procs import free_port
+from localcluster.procs import DaemonSet, free_port, log_tail
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -150,6 +150,20 @@ def _control_plane(run_prefix: str, suffix: str, controllers: list[str] | None
             cp.stop()
         ns.cleanup()
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def masters(workdir: Path) -> Iterator[DaemonSet]:
+    """`ovnkube master` processes a test starts (append them); stopped after,
+    with their log tails printed (pytest shows them when the test failed)."""
+    ds = DaemonSet()
+    try:
+        yield ds
+    finally:
+        logs = [(d.name, d.log_path) for d in ds.daemons]
+        ds.stop()
+        for name, path in logs:
+            print(f"--- {name} log (tail) ---\n{log_tail(path, 60)}")
 
 
 @pytest.fixture(scope="session")

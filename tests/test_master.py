@@ -16,7 +16,7 @@ from kubernetes import client
 
 from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral
-from localcluster.procs import DaemonSet, log_tail
+from localcluster.procs import DaemonSet
 from ovnkube.annotations import (
     NODE_SUBNETS,
     POD_NETWORKS,
@@ -36,18 +36,6 @@ def kobj(kube_api: KubeControlPlane) -> Iterator[KubeObjects]:
         yield k
     finally:
         k.cleanup()
-
-
-@pytest.fixture
-def masters(workdir: Path) -> Iterator[DaemonSet]:
-    ds = DaemonSet()
-    try:
-        yield ds
-    finally:
-        logs = [(d.name, d.log_path) for d in ds.daemons]
-        ds.stop()
-        for name, path in logs:  # shown by pytest when the test failed
-            print(f"--- {name} log (tail) ---\n{log_tail(path, 60)}")
 
 
 def _run_master(masters: DaemonSet, kube_api: KubeControlPlane, central: OvnCentral,

@@ -26,7 +26,7 @@ from kubernetes import client
 
 from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral
-from localcluster.procs import Daemon, DaemonSet, log_tail
+from localcluster.procs import Daemon, DaemonSet
 from ovnkube.annotations import NODE_CHASSIS_ID
 from ovnkube.kubeclient import node_path, patch_annotations
 from tests.master_helpers import KubeObjects, eventually, start_master
@@ -193,18 +193,6 @@ def kobj(kube_cluster: KubeControlPlane) -> Iterator[Objects]:
         yield k
     finally:
         k.cleanup()
-
-
-@pytest.fixture
-def masters(workdir: Path) -> Iterator[DaemonSet]:
-    ds = DaemonSet()
-    try:
-        yield ds
-    finally:
-        logs = [(d.name, d.log_path) for d in ds.daemons]
-        ds.stop()
-        for name, path in logs:  # shown by pytest when the test failed
-            print(f"--- {name} log (tail) ---\n{log_tail(path, 60)}")
 
 
 def run_master(masters: DaemonSet, cp: KubeControlPlane, central: OvnCentral, workdir: Path,
