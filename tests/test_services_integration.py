@@ -205,14 +205,16 @@ def run_master(masters: DaemonSet, cp: KubeControlPlane, central: OvnCentral, wo
 
 
 def no_leftovers(k: Objects) -> None:
-    """Wait until earlier tests' objects in the shared control plane are gone
-    (namespaces end asynchronously), so that a master sees only ours."""
+    """Wait until no Service of an earlier test is still going away (namespaces
+    end asynchronously), so that nothing else changes while a master restarts.
+    A namespace may stay Terminating for good (pods bound to a node whose
+    kubelet is gone), but its Services are deleted first."""
     def gone() -> bool:
-        svcs = k.core.list_service_for_all_namespaces().items
-        nss = k.core.list_namespace().items
-        return all(f"{s.metadata.namespace}/{s.metadata.name}" == "default/kubernetes"
-                   for s in svcs) and not [n for n in nss if n.status.phase == "Terminating"]
-    eventually(gone, timeout=120, what="earlier tests' services and namespaces gone")
+        terminating = {n.metadata.name for n in k.core.list_namespace().items
+                       if n.status.phase == "Terminating"}
+        return not [s for s in k.core.list_service_for_all_namespaces().items
+                    if s.metadata.namespace in terminating]
+    eventually(gone, timeout=120, what="services of earlier tests' namespaces gone")
 
 
 def two_nodes(k: Objects, central: OvnCentral) -> tuple[str, str, dict[str, str]]:
