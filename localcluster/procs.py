@@ -139,16 +139,25 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit status if `pid` is our child, so no zombie stays."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """Stop a daemon we started in an earlier process (by its process group)."""
+    """Stop a daemon by its process group, whether this process or an earlier
+    one started it."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
         except ProcessLookupError:
+            _reap(pid)
             return
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if not pid_alive(pid):
+                _reap(pid)
                 return
             time.sleep(0.05)
 
