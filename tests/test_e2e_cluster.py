@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import sys
+from pathlib import Path
 
 from localcluster import netns as nets
 from localcluster.cluster import Cluster, cluster_dir, netns_prefix
@@ -92,3 +94,40 @@ def test_second_cluster_beside_and_down_leaves_nothing(local_cluster: E2E) -> No
     assert not cluster_dir(name).exists()
     leftover = subprocess.run(["pgrep", "-f", d], capture_output=True, text=True).stdout
     assert leftover == ""
+
+
+def test_command_line(local_cluster: E2E) -> None:
+    """`ovnkube-local` subcommands, as scripts and people use them."""
+    e = local_cluster
+    name = e.c.s.name
+    cli = [sys.executable, "-m", "localcluster.cli"]
+
+    def run(*args: str) -> str:
+        res = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60,
+                             cwd=str(Path(__file__).resolve().parent.parent))
+        assert res.returncode == 0, (args, res.stdout, res.stderr)
+        return res.stdout
+
+    status = run("status", "--name", name)
+    for part in ("kube-apiserver", "ovnnb_db", "ovnkube-master", "kubelet", "ovn-controller"):
+        assert part in status
+    assert "DEAD" not in status
+    kubeconfig = run("kubeconfig", "--name", name).strip()
+    assert kubeconfig == str(e.c.s.kubeconfig)
+    nodes = run("kubectl", "--name", name, "--", "get", "nodes", "-o", "name").split()
+    assert nodes == [f"node/{n}" for n in e.nodes]
+    n1 = e.nodes[0]
+    assert "br-ex" in run("node-exec", "--name", name, n1, "--", "ip", "-br", "addr")
+    assert f"({n1})" in run("nbctl", "--name", name, "--", "show")
+    assert f"Chassis {n1}" in run("sbctl", "--name", name, "--", "show")
+    assert set(run("vsctl", "--name", name, "--node", n1, "--", "list-br").split()) == {
+        "br-int", "br-ex"}
+    e.apply(netexec_deployment("cli", 1, node=n1))
+    (pod,) = e.ready_pods("app=cli", 1)
+    addrs = run("exec", "--name", name, f"default/{pod['metadata']['name']}", "--",
+                "ip", "-br", "addr", "show", "eth0")
+    assert pod["status"]["podIP"] in addrs
+    # Errors name what is wrong.
+    res = subprocess.run([*cli, "status", "--name", "nosuch"], capture_output=True, text=True,
+                         timeout=30, cwd=str(Path(__file__).resolve().parent.parent))
+    assert res.returncode == 1 and "no cluster named 'nosuch'" in res.stderr
