@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.benchlib import pct  # noqa: E402
 from localcluster import netns as nets  # noqa: E402
 from localcluster.kube import KubeControlPlane, control_plane_netns  # noqa: E402
 from localcluster.ovn import OvnCentral, OvsNode  # noqa: E402
@@ -35,13 +36,8 @@ TIMINGS = re.compile(r"done in (\d+)ms \(annotation=([\d.]+)ms plumbing=([\d.]+)
                      r"ovn-installed=([\d.]+)ms\)")
 
 
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(p / 100 * len(s)) - 1))]
-
-
 def row(label: str, values: list[float]) -> str:
-    return (f"  {label:<28} p50 {pct(values, 50):7.1f} ms   p99 {pct(values, 99):7.1f} ms   "
+    return (f"  {label:<28} p50 {pct(values, 0.5):7.1f} ms   p99 {pct(values, 0.99):7.1f} ms   "
             f"mean {statistics.mean(values):7.1f} ms")
 
 

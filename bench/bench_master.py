@@ -30,6 +30,7 @@ import ovs.db.idl  # noqa: E402
 import ovs.poller  # noqa: E402
 from kubernetes import client  # noqa: E402
 
+from bench.benchlib import pct, rss_mb  # noqa: E402
 from localcluster import netns as nets  # noqa: E402
 from localcluster.kube import KubeControlPlane, control_plane_netns  # noqa: E402
 from localcluster.ovn import OVN_NB_SCHEMA, OvnCentral  # noqa: E402
@@ -37,18 +38,6 @@ from localcluster.procs import Daemon  # noqa: E402
 from ovnkube.annotations import POD_NETWORKS  # noqa: E402
 from ovnkube.informer import Informer  # noqa: E402
 from ovnkube.kubeclient import ResourceAPI, patch_annotations, pod_path  # noqa: E402
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p))]
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -187,7 +176,7 @@ def main() -> None:
         last_create = max(created[n] for n in done_names) - t0
         print(f"creates took {last_create:.1f}s; first 100 pods' p50 latency "
               f"{pct(lat[:100], 0.5) * 1000:.0f} ms")
-        print(f"master peak RSS: {peak_rss_mb(master.pid):.0f} MiB, CPU {cpu:.1f}s "
+        print(f"master peak RSS: {rss_mb(master.pid)[1]:.0f} MiB, CPU {cpu:.1f}s "
               f"({cpu / total:.0%} of one core over the run)")
         print(f"baseline (apiserver alone: create + 1 patch per pod): "
               f"{args.pods / base:.0f} pods/s; master/baseline = {base / total:.2f}")

@@ -48,29 +48,13 @@ import ovs.db.idl  # noqa: E402
 import ovs.poller  # noqa: E402
 from kubernetes import client  # noqa: E402
 
+from bench.benchlib import pct, rss_mb  # noqa: E402
 from localcluster import netns as nets  # noqa: E402
 from localcluster.kube import KubeControlPlane, control_plane_netns  # noqa: E402
 from localcluster.ovn import OVN_NB_SCHEMA, OvnCentral  # noqa: E402
 from localcluster.procs import Daemon  # noqa: E402
 
 NS = "bench"
-
-
-def pct(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p))]
-
-
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(current, peak) resident set of a process, MiB."""
-    vals = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        k, _, v = line.partition(":")
-        if k in ("VmRSS", "VmHWM"):
-            vals[k] = int(v.split()[0]) / 1024
-    return vals.get("VmRSS", 0.0), vals.get("VmHWM", 0.0)
 
 
 def endpoints(i: int, n: int, gen: int = 0) -> list[str]:
