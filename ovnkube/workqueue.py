@@ -37,14 +37,18 @@ class WorkQueue:
         self._stopped = False
         self._threads: list[threading.Thread] = []
 
+    def _enqueue_locked(self, key: str) -> None:
+        """Queue `key` once; if a worker has it now, mark it to run again after."""
+        if key in self._processing:
+            self._dirty.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._queue.append(key)
+            self._cond.notify()
+
     def add(self, key: str) -> None:
         with self._cond:
-            if key in self._processing:
-                self._dirty.add(key)
-            elif key not in self._queued:
-                self._queued.add(key)
-                self._queue.append(key)
-                self._cond.notify()
+            self._enqueue_locked(key)
 
     def add_after(self, key: str, delay: float) -> None:
         with self._cond:
@@ -58,12 +62,7 @@ class WorkQueue:
                     return None
                 now = time.monotonic()
                 while self._delayed and self._delayed[0][0] <= now:
-                    _, key = heapq.heappop(self._delayed)
-                    if key in self._processing:
-                        self._dirty.add(key)
-                    elif key not in self._queued:
-                        self._queued.add(key)
-                        self._queue.append(key)
+                    self._enqueue_locked(heapq.heappop(self._delayed)[1])
                 if self._queue:
                     key = self._queue.pop(0)
                     self._queued.discard(key)
@@ -77,10 +76,7 @@ class WorkQueue:
             self._processing.discard(key)
             if key in self._dirty:
                 self._dirty.discard(key)
-                if key not in self._queued:
-                    self._queued.add(key)
-                    self._queue.append(key)
-                    self._cond.notify()
+                self._enqueue_locked(key)
 
     def retry(self, key: str, error: BaseException) -> None:
         """Handle `key` again later, backing off per consecutive failure (also
