@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 import time
@@ -23,6 +22,8 @@ from tenacity import (
     wait_exponential,
 )
 from urllib3.exceptions import HTTPError
+
+from ovnkube.kubeclient import post_event
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +74,9 @@ class Kube:
     def post_pod_event(self, namespace: str, pod: str, uid: str, reason: str,
                        message: str) -> None:
         """A Warning Event on the pod, so `kubectl describe pod` says why (best effort)."""
-        now = datetime.datetime.now(datetime.UTC)
-        try:
-            self.core.create_namespaced_event(namespace, client.CoreV1Event(
-                metadata=client.V1ObjectMeta(generate_name=f"{pod}."),
-                involved_object=client.V1ObjectReference(
-                    kind="Pod", namespace=namespace, name=pod, uid=uid or None,
-                    api_version="v1"),
-                reason=reason, message=message, type="Warning",
-                source=client.V1EventSource(component="ovnkube-node", host=self.node_name),
-                first_timestamp=now, last_timestamp=now, count=1))
-        except _TRANSIENT as e:
-            log.warning("could not post event for pod %s/%s: %s", namespace, pod, e)
+        post_event(self.core, {"kind": "Pod", "metadata": {
+            "namespace": namespace, "name": pod, "uid": uid or None}},
+            reason, message, component="ovnkube-node", host=self.node_name)
 
 
 class PodCache:

@@ -114,8 +114,10 @@ class ResourceAPI:
 
 
 def post_event(core: client.CoreV1Api, obj: Obj, reason: str, message: str,
-               event_type: str = "Warning", component: str = "ovnkube-master") -> None:
-    """Record a Kubernetes Event on `obj` (a Pod or Node) saying what went wrong."""
+               event_type: str = "Warning", component: str = "ovnkube-master",
+               host: str | None = None) -> None:
+    """Record a Kubernetes Event on `obj` (a Pod or Node) saying what went wrong
+    (best effort: a failure to record it is logged, not raised)."""
     md = obj["metadata"]
     ns = md.get("namespace") or "default"
     now = datetime.datetime.now(datetime.UTC)
@@ -125,13 +127,13 @@ def post_event(core: client.CoreV1Api, obj: Obj, reason: str, message: str,
             kind=obj.get("kind", "Pod"), name=md["name"], namespace=md.get("namespace"),
             uid=md.get("uid"), api_version="v1"),
         reason=reason, message=message, type=event_type,
-        source=client.V1EventSource(component=component),
+        source=client.V1EventSource(component=component, host=host),
         first_timestamp=now, last_timestamp=now, count=1,
         reporting_component=component, reporting_instance=socket.gethostname())
     try:
         core.create_namespaced_event(ns, ev)
-    except client.ApiException as e:
-        log.warning("could not record event %s on %s: %s", reason, md["name"], e.reason)
+    except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+        log.warning("could not record event %s on %s: %s", reason, md["name"], e)
 
 
 def request(api: client.ApiClient, method: str, path: str, body: Any = None,
