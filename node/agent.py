@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from node import netlink
+from node import host_nodeports, netlink
 from node.cniserver import BRIDGE, CniHandler, CniServer
 from node.gateway_flows import GatewayFlows
 from node.install import install_conflist, install_shim
@@ -84,8 +84,15 @@ class Agent:
         gateway = self.setup_gateway() if o.gateway_interface else None
         self.register_chassis(gateway)
         if gateway is not None:
+            masq: str | None = None
+            try:
+                if host_nodeports.install(self.ovs, GATEWAY_BRIDGE, gateway.addresses,
+                                          gateway.mac, self.netdev):
+                    masq = host_nodeports.MASQ_PORT
+            except (RuntimeError, OSError) as e:
+                log.error("the host cannot reach its own NodePorts: %s", e)
             self.flows = GatewayFlows(GATEWAY_BRIDGE, o.gateway_interface, o.ovs_db,
-                                      o.ovs_rundir, gateway.addresses).start()
+                                      o.ovs_rundir, gateway.addresses, masq_port=masq).start()
         self._ready = f"waiting for annotation {NODE_SUBNETS} on node {o.node_name}"
         subnets = self.wait_node_subnets()
         self.setup_management_port(subnets)

@@ -11,7 +11,8 @@ loses those across OVN's own NAT zones, so we decide statelessly, by port:
 - ICMP and non-IP traffic (ARP) go to both; whoever does not know it drops it;
 - IPv4 to the node's own address is the host's; IPv4 to any other address
   (a Service's external or LoadBalancer IP routed to this node) is OVN's;
-- the rest (IPv6) is the host's.
+- the rest (IPv6) is the host's;
+- the masquerade /29 (169.254.169.0/29) only links the host to the router.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import os
 import subprocess
 import threading
 from collections.abc import Sequence
+from ipaddress import IPv4Address
 
-from ovnkube.annotations import IPInterface
-from ovnkube.config import GR_SNAT_PORTS, NODE_PORTS
+from ovnkube.annotations import IPInterface, mac_from_ip
+from ovnkube.config import GR_SNAT_PORTS, HOST_MASQUERADE_IP, MASQUERADE_SUBNET, NODE_PORTS
 
 log = logging.getLogger(__name__)
-
 
 
 def port_range_masks(lo: int, hi: int) -> list[str]:
@@ -41,11 +42,26 @@ def port_range_masks(lo: int, hi: int) -> list[str]:
     return out
 
 
+def arp_responder(in_port: int, ip: IPv4Address, mac: str) -> str:
+    """Answer ARP requests for `ip` with `mac`, back out `in_port`: the
+    gateway router asks for the host's masquerade address from its node IP,
+    which the host's kernel, owning that address too, would not answer."""
+    mac_hex = "0x" + mac.replace(":", "")
+    return (f"table=0,priority=120,in_port={in_port},arp,arp_op=1,arp_tpa={ip},actions="
+            "move:NXM_OF_ETH_SRC[]->NXM_OF_ETH_DST[],"
+            f"mod_dl_src:{mac},load:0x2->NXM_OF_ARP_OP[],"
+            "move:NXM_NX_ARP_SHA[]->NXM_NX_ARP_THA[],move:NXM_OF_ARP_SPA[]->NXM_OF_ARP_TPA[],"
+            f"load:{mac_hex}->NXM_NX_ARP_SHA[],load:0x{int(ip):08x}->NXM_OF_ARP_SPA[],"
+            "IN_PORT")
+
+
 def gateway_flows(uplink: int, patch: int | None, node_ips: Sequence[IPInterface] = (),
                   node_ports: tuple[int, int] = NODE_PORTS,
-                  snat_ports: tuple[int, int] = GR_SNAT_PORTS) -> list[str]:
-    """The whole br-ex flow table, given the uplink's and the patch port's ofports
-    and the node's own addresses (what the host answers for)."""
+                  snat_ports: tuple[int, int] = GR_SNAT_PORTS,
+                  masq: int | None = None) -> list[str]:
+    """The whole br-ex flow table, given the uplink's and the patch port's ofports,
+    the node's own addresses (what the host answers for) and the ofport of the
+    host's masquerade port, if any."""
     if patch is None:
         # No gateway router bound here yet: the host alone uses the uplink.
         return ["table=0,priority=0,actions=NORMAL"]
@@ -54,7 +70,20 @@ def gateway_flows(uplink: int, patch: int | None, node_ips: Sequence[IPInterface
         f"table=0,priority=100,in_port=LOCAL,actions=output:{uplink}",
         f"table=0,priority=50,in_port={uplink},icmp,actions=output:LOCAL,output:{patch}",
         f"table=0,priority=50,in_port={uplink},icmp6,actions=output:LOCAL,output:{patch}",
+        # The masquerade /29 joins the host and the gateway router and nothing
+        # else: the host's NodePort traffic to its own IP (node/host_nodeports.py).
+        f"table=0,priority=105,in_port={patch},arp,arp_spa={MASQUERADE_SUBNET},actions=drop",
+        f"table=0,priority=105,in_port={patch},ip,nw_src={MASQUERADE_SUBNET},actions=drop",
+        f"table=0,priority=105,in_port={uplink},ip,nw_dst={MASQUERADE_SUBNET},actions=drop",
+        f"table=0,priority=105,in_port={uplink},arp,arp_tpa={MASQUERADE_SUBNET},actions=drop",
     ]
+    if masq is not None:
+        host = HOST_MASQUERADE_IP
+        flows += [
+            f"table=0,priority=110,in_port={masq},actions=output:{patch}",
+            f"table=0,priority=110,in_port={patch},ip,nw_dst={host},actions=output:{masq}",
+            arp_responder(patch, host, mac_from_ip(host)),
+        ]
     for proto in ("tcp", "udp", "sctp"):
         for lo_hi in (snat_ports, node_ports):
             for m in port_range_masks(*lo_hi):
@@ -81,8 +110,10 @@ class GatewayFlows:
     """Keeps br-ex's flows right as the patch port to OVN comes and goes."""
 
     def __init__(self, bridge: str, uplink: str, ovs_db: str, rundir: str,
-                 node_ips: Sequence[IPInterface] = (), interval: float = 2.0) -> None:
+                 node_ips: Sequence[IPInterface] = (), interval: float = 2.0,
+                 masq_port: str | None = None) -> None:
         self.bridge = bridge
+        self.masq_port = masq_port
         self.node_ips = list(node_ips)
         self.uplink = uplink
         self.ovs_db = ovs_db
@@ -115,7 +146,8 @@ class GatewayFlows:
             return
         patch_name = self.patch_port()
         patch = self._ofport(patch_name) if patch_name else None
-        flows = gateway_flows(uplink, patch, self.node_ips)
+        masq = self._ofport(self.masq_port) if self.masq_port else None
+        flows = gateway_flows(uplink, patch, self.node_ips, masq=masq)
         if flows == self._installed:
             return
         subprocess.run(["ovs-ofctl", "--bundle", "replace-flows", self.bridge, "-"],

@@ -33,6 +33,8 @@ from ovnkube.annotations import IPAddress, IPInterface, IPNetwork
 log = logging.getLogger(__name__)
 
 IFF_NOARP = 0x80
+RT_SCOPE_LINK = 253
+NUD_PERMANENT = 0x80
 
 CLONE_NEWNET = 0x40000000
 SIOCETHTOOL = 0x8946
@@ -189,6 +191,13 @@ def create_pod_veth(host_ifname: str, spec: PodIfaceSpec) -> PodIface:
             h.link("set", index=peer_idx, address=spec.mac)
             if spec.tx_csum_off:
                 tx_checksum_off(tmp)
+            # The host end carries no address: it must not answer ARP either.
+            # With the userspace datapath the kernel still sees the frames OVS
+            # reads from it, and would answer the pod's ARP for the management
+            # port's IP with this veth's MAC, taking the pod's replies to the
+            # host out of OVN (a Service's un-DNAT never happens).
+            h.link("set", index=host_idx, flags=IFF_NOARP, mask=IFF_NOARP)
+            _disable_ipv6(host_ifname)
             h.link("set", index=host_idx, state="up")
             h.link("set", index=peer_idx, net_ns_fd=spec.netns)
             host_mac = link_mac(h, host_idx)
@@ -291,6 +300,19 @@ def configure_host_iface(name: str, mac: str | None, addresses: list[IPInterface
             h.route("replace", **_route_spec(dst, gw, idx))
 
 
+def add_link_scope_address(name: str, addr: IPInterface) -> None:
+    """Add a link-scoped address (idempotent). Link scope keeps it out of what
+    read_uplink() takes for the node's own addresses after a restart."""
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            raise FileNotFoundError(f"interface {name!r} does not exist")
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in h.get_addr(index=idx)}
+        if (str(addr.ip), addr.network.prefixlen) not in have:
+            h.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen,
+                   scope=RT_SCOPE_LINK)
+
+
 @dataclass(frozen=True)
 class UplinkInfo:
     mac: str
@@ -336,6 +358,19 @@ def move_addresses(src: str, dst: str, addresses: list[IPInterface],
             h.route("replace", dst="0.0.0.0", dst_len=0, gateway=str(default_gw), oif=d)
 
 
+def set_permanent_neighbour(name: str, ip: IPAddress, mac: str) -> None:
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            raise FileNotFoundError(f"interface {name!r} does not exist")
+        h.neigh("replace", dst=str(ip), lladdr=mac, ifindex=idx, state=NUD_PERMANENT)
+
+
+def _disable_ipv6(name: str) -> None:
+    with contextlib.suppress(OSError):
+        Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1")
+
+
 def isolate_uplink(name: str, bridge_mac: str) -> None:
     """Keep the kernel out of an uplink that OVS (userspace) now drives.
 
@@ -355,5 +390,4 @@ def isolate_uplink(name: str, bridge_mac: str) -> None:
         if link_mac(h, idx).lower() == bridge_mac.lower():
             h.link("set", index=idx, address=own)
         h.link("set", index=idx, flags=IFF_NOARP, mask=IFF_NOARP)
-    with contextlib.suppress(OSError):
-        Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1")
+    _disable_ipv6(name)

@@ -83,6 +83,14 @@ def check_remote(flag: str, text: str) -> str:
 GR_SNAT_PORTS = (61000, 65535)
 NODE_PORTS = (30000, 32767)
 
+#: Link-local /29 between a node's host and its gateway router, as
+#: ovn-kubernetes' masquerade subnet: the host reaches its own NodePorts by
+#: DNAT to the router's address, SNATed to its own (the router drops packets
+#: that claim to come from its own node IP).
+MASQUERADE_SUBNET = ipaddress.IPv4Network("169.254.169.0/29")
+GR_MASQUERADE_IP = MASQUERADE_SUBNET.network_address + 1
+HOST_MASQUERADE_IP = MASQUERADE_SUBNET.network_address + 2
+
 DEFAULT_CLUSTER_SUBNET = ClusterSubnet.parse("10.244.0.0/16/24")
 DEFAULT_SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")
 DEFAULT_JOIN_SUBNET = ipaddress.ip_network("100.64.0.0/16")

@@ -191,6 +191,15 @@ def test_cluster_ip_tcp_udp_across_both_nodes_not_ready_excluded(env: Env) -> No
     assert ones & set(got["tcp"]) and (env.backends - ones) & set(got["tcp"])
 
 
+def test_cluster_ip_from_a_node_host_reaches_local_and_remote_backends(env: Env) -> None:
+    # The pod veths' host ends answer no ARP: a local backend's replies to the
+    # management port go through OVN (and its un-DNAT), not into the host.
+    host = lambda *c, timeout=30: env.e.node_exec(env.n1, *c, timeout=timeout)  # noqa: E731
+    got = env.probe(host, env.cip("svb"), 80, 81, 40)
+    assert set(got["tcp"]) == env.backends, got["tcp"]
+    assert set(got["udp"]) == env.backends, got["udp"]
+
+
 def test_nodeport_first_connection_from_outside(env: Env) -> None:
     # GR_<node> has static join neighbours (dynamic_neigh_routers=false):
     # with learning, the first connection from outside was lost.
@@ -207,12 +216,32 @@ def test_nodeport_from_underlay_and_from_another_node(env: Env) -> None:
         got = env.probe(e.underlay_exec, e.node_ip(node), np_tcp, np_udp, 30)
         assert set(got["tcp"]) == env.backends, (node, got)
         assert set(got["udp"]) == env.backends, (node, got)
-    # From node 1's host to node 2's address (host-to-own-address NodePort is
-    # not supported: br-ex never sees that traffic).
-    got = env.probe(lambda *c, timeout=30: e.node_exec(env.n1, *c, timeout=timeout),
-                    e.node_ip(env.n2), np_tcp, np_udp, 10)
-    assert set(got["tcp"]) <= env.backends and len(got["tcp"]) == 10, got
-    assert set(got["udp"]) <= env.backends and len(got["udp"]) == 10, got
+    # From node 1's host to node 2's address and to its own (DNATed by the host
+    # to its gateway router's masquerade address).
+    for target in (env.n2, env.n1):
+        got = env.probe(lambda *c, timeout=30: e.node_exec(env.n1, *c, timeout=timeout),
+                        e.node_ip(target), np_tcp, np_udp, 20)
+        assert set(got["tcp"]) == env.backends, (target, got)
+        assert set(got["udp"]) == env.backends, (target, got)
+
+
+def test_nodeport_from_the_node_itself_first_connection_and_etp_local(env: Env) -> None:
+    e = env.e
+    for node in (env.n1, env.n2):
+        host = (lambda n: lambda *c, timeout=30: e.node_exec(n, *c, timeout=timeout))(node)
+        got = env.probe(host, e.node_ip(node), env.node_port("svb-np"), 0, 1)
+        assert got["tcp"][0] in env.backends, (node, got)
+    # ETP=Local from node 2's host: its own endpoints only.
+    host2 = lambda *c, timeout=30: e.node_exec(env.n2, *c, timeout=timeout)  # noqa: E731
+    names = env.probe(host2, e.node_ip(env.n2), env.node_port("svb-local"), 0, 10)["tcp"]
+    assert set(names) <= {p["metadata"]["name"] for p in env.two} and len(names) == 10, names
+    # A NodePort no Service uses is refused at once, not left to time out.
+    free = next(p for p in range(30000, 32768)
+                if p not in {q.get("nodePort") for s in env.svc.values()
+                             for q in s["spec"]["ports"]})
+    with pytest.raises(subprocess.CalledProcessError) as err:
+        e.node_exec(env.n1, "curl", "-sS", "-m", "10", f"http://{e.node_ip(env.n1)}:{free}/")
+    assert err.value.returncode == 7, err.value.stderr
 
 
 def test_client_ip_affinity_keeps_client_on_one_backend(env: Env) -> None:

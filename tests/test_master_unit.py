@@ -12,6 +12,7 @@ import pytest
 from northd_sync.rows import (
     NAT,
     GatewayChassis,
+    LoadBalancer,
     LogicalRouter,
     LogicalRouterPort,
     LogicalRouterStaticRoute,
@@ -136,6 +137,12 @@ def test_topology_rows_for_a_node_with_gateway() -> None:
     assert gc[0].chassis_name == "ch-1" and gc[0].router_port == "rtos-n1"
     gr = by[("LogicalRouter", "GR_n1")]
     assert isinstance(gr, LogicalRouter) and gr.options["chassis"] == "ch-1"
+    rtoe = by[("LogicalRouterPort", "rtoe-GR_n1")]
+    assert isinstance(rtoe, LogicalRouterPort) and rtoe.networks == ("172.18.0.2/16",)
+    # The host's masquerade VIP: NodePorts no Service uses are refused.
+    rej = by[("LoadBalancer", "GR_n1_masquerade_reject")]
+    assert isinstance(rej, LoadBalancer) and rej.routers == ("GR_n1",)
+    assert rej.vips == {"169.254.169.1": ""} and rej.options["reject"] == "true"
     nats = [r for r in rows if isinstance(r, NAT)]
     assert [(n.type, n.external_ip, n.logical_ip) for n in nats] == [
         ("snat", "172.18.0.2", "10.244.0.0/16")]
@@ -143,6 +150,8 @@ def test_topology_rows_for_a_node_with_gateway() -> None:
               if isinstance(r, LogicalRouterStaticRoute)}
     assert routes == {("GR_n1", "10.244.0.0/16", "100.64.0.1", None),
                       ("GR_n1", "0.0.0.0/0", "172.18.0.1", None),
+                      # replies to the host's own NodePort traffic
+                      ("GR_n1", "169.254.169.2/32", "169.254.169.2", None),
                       ("ovn_cluster_router", "10.244.1.0/24", "100.64.0.2", "src-ip"),
                       ("ovn_cluster_router", "100.64.0.2/32", "100.64.0.2", None)}
     # Without chassis and gateway: only the node switch part.

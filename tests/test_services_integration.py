@@ -31,6 +31,7 @@ from ovnkube.annotations import NODE_CHASSIS_ID
 from ovnkube.kubeclient import node_path, patch_annotations
 from tests.master_helpers import KubeObjects, eventually, start_master
 
+MASQ = "169.254.169.1"  # the gateway router's masquerade VIP: the node host's own NodePorts
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 SERVICE_NAME = "kubernetes.io/service-name"
 
@@ -252,7 +253,8 @@ def test_lbs_appear_change_and_vanish(kube_cluster: KubeControlPlane, ovn_centra
     assert rows[f"{P}web_TCP_cluster"]["vips"] == {f"{cip}:80": ""}
     assert rows[f"{P}web_UDP_cluster"]["vips"] == {f"{cip}:53": ""}
     assert rows[f"{P}web_UDP_cluster"]["protocol"] == "udp"
-    assert rows[f"{P}web_TCP_node_router_{a}"]["vips"] == {f"{ip[a]}:{np['http']}": ""}
+    assert rows[f"{P}web_TCP_node_router_{a}"]["vips"] == {f"{ip[a]}:{np['http']}": "",
+                                                          f"{MASQ}:{np['http']}": ""}
     for r in rows.values():
         assert r["options"]["reject"] == "true" and r["options"]["event"] == "false"
         ext = r["external_ids"]
@@ -278,7 +280,8 @@ def test_lbs_appear_change_and_vanish(kube_cluster: KubeControlPlane, ovn_centra
         f"{cip}:80": want_tcp}, what="TCP endpoints programmed")
     settle(ovn_central)
     rows = lbs(ovn_central, P)
-    assert rows[f"{P}web_TCP_node_router_{b}"]["vips"] == {f"{ip[b]}:{np['http']}": want_tcp}
+    assert rows[f"{P}web_TCP_node_router_{b}"]["vips"] == {f"{ip[b]}:{np['http']}": want_tcp,
+                                                          f"{MASQ}:{np['http']}": want_tcp}
     tcp = {f"{P}web_TCP_cluster", f"{P}web_TCP_node_router_{a}", f"{P}web_TCP_node_router_{b}"}
     # One transaction, only the TCP load balancers; every row updated in place.
     assert lb_writes(ovn_central, mark) == [tcp]
@@ -365,7 +368,8 @@ def test_etp_local_itp_local_and_late_gateway(kube_cluster: KubeControlPlane,
 
     rows = eventually(programmed, what="ETP/ITP local LBs")
     ra = rows[f"{P}etp_TCP_node_router_{a}"]
-    assert ra["vips"] == {f"{ip[a]}:{np}": "10.244.1.5:8080", "192.0.2.7:80": "10.244.1.5:8080"}
+    assert ra["vips"] == {f"{ip[a]}:{np}": "10.244.1.5:8080", f"{MASQ}:{np}": "10.244.1.5:8080",
+                          "192.0.2.7:80": "10.244.1.5:8080"}
     assert ra["options"]["skip_snat"] == "true"
     assert rows[f"{P}etp_TCP_node_switch_{a}"]["vips"] == {
         "192.0.2.7:80": "10.244.1.5:8080,10.244.2.5:8080"}
@@ -383,6 +387,7 @@ def test_etp_local_itp_local_and_late_gateway(kube_cluster: KubeControlPlane,
     rows = eventually(lambda: (r := lbs(ovn_central, P)) and f"{P}etp_TCP_node_router_{c}" in r
                       and r, timeout=30, what="LB on the late gateway router")
     assert rows[f"{P}etp_TCP_node_router_{c}"]["vips"] == {"172.18.0.23:" + str(np): "",
+                                                          f"{MASQ}:{np}": "",
                                                           "192.0.2.7:80": ""}
     assert rows[f"{P}etp_TCP_node_router_{c}"]["_uuid"] in lb_refs(
         ovn_central, "Logical_Router", f"GR_{c}")

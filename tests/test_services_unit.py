@@ -86,7 +86,9 @@ def test_nodeport_on_every_node_router() -> None:
     sl = eps(("10.244.1.5", "n1", True), ("10.244.2.5", "n2", True))
     rows = lbs(service_rows(s, [sl], {"n1": ["172.18.0.10"], "n2": ["172.18.0.11"]}))
     n1 = rows["Service_default/web_TCP_node_router_n1"]
-    assert n1.vips == {"172.18.0.10:30080": "10.244.1.5:8080,10.244.2.5:8080"}
+    # The masquerade VIP is where the node's own host reaches its NodePorts.
+    assert n1.vips == {"172.18.0.10:30080": "10.244.1.5:8080,10.244.2.5:8080",
+                       "169.254.169.1:30080": "10.244.1.5:8080,10.244.2.5:8080"}
     assert n1.routers == ("GR_n1",) and "skip_snat" not in n1.options
     assert rows["Service_default/web_TCP_cluster"].vips == {
         "10.96.0.10:80": "10.244.1.5:8080,10.244.2.5:8080"}
@@ -99,7 +101,9 @@ def test_etp_local_only_local_endpoints_and_no_snat() -> None:
     sl = eps(("10.244.1.5", "n1", True), ("10.244.2.5", "n2", True))
     rows = lbs(service_rows(s, [sl], {"n1": ["172.18.0.10"], "n2": ["172.18.0.11"]}))
     n1 = rows["Service_default/web_TCP_node_router_n1"]
-    assert n1.vips == {"172.18.0.10:30080": "10.244.1.5:8080", "192.0.2.10:80": "10.244.1.5:8080"}
+    assert n1.vips == {"172.18.0.10:30080": "10.244.1.5:8080",
+                       "169.254.169.1:30080": "10.244.1.5:8080",
+                       "192.0.2.10:80": "10.244.1.5:8080"}
     assert n1.options["skip_snat"] == "true"
     # The ClusterIP still reaches every endpoint.
     assert rows["Service_default/web_TCP_cluster"].vips == {
@@ -223,6 +227,7 @@ def test_nodeport_udp_and_several_node_ips_per_family() -> None:
     n1 = rows["Service_default/web_UDP_node_router_n1"]
     assert n1.protocol == "udp" and n1.routers == ("GR_n1",)
     assert n1.vips == {"172.18.0.10:30053": "10.244.1.5:5353",
+                       "169.254.169.1:30053": "10.244.1.5:5353",
                        "[fc00:f853::10]:30053": "[fd00:10:244:1::5]:5353"}
 
 
@@ -249,10 +254,12 @@ def test_etp_local_node_without_local_endpoint_rejects() -> None:
             ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
     rows = lbs(service_rows(s, [eps(("10.244.2.5", "n2", True))], NODES))
     n1 = rows["Service_default/web_TCP_node_router_n1"]
-    assert n1.vips == {"172.18.0.10:30080": ""} and n1.options["reject"] == "true"
+    assert n1.vips == {"172.18.0.10:30080": "", "169.254.169.1:30080": ""}
+    assert n1.options["reject"] == "true"
     assert n1.options["skip_snat"] == "true"
     assert rows["Service_default/web_TCP_node_router_n2"].vips == {
-        "172.18.0.11:30080": "10.244.2.5:8080"}
+        "172.18.0.11:30080": "10.244.2.5:8080",
+        "169.254.169.1:30080": "10.244.2.5:8080"}
     # ETP=Local NodePorts do not need switch LBs: pods reach node IPs through GR_<node>.
     assert not [n for n in rows if "node_switch" in n]
 
@@ -265,7 +272,8 @@ def test_etp_local_external_ips_all_endpoints_for_pods() -> None:
     sl = eps(("10.244.1.5", "n1", True), ("10.244.2.5", "n2", True))
     rows = lbs(service_rows(s, [sl], NODES))
     assert rows["Service_default/web_TCP_node_router_n2"].vips == {
-        "172.18.0.11:30080": "10.244.2.5:8080", "192.0.2.1:80": "10.244.2.5:8080"}
+        "172.18.0.11:30080": "10.244.2.5:8080",
+        "169.254.169.1:30080": "10.244.2.5:8080", "192.0.2.1:80": "10.244.2.5:8080"}
     sw = rows["Service_default/web_TCP_node_switch_n2"]
     assert sw.vips == {"192.0.2.1:80": "10.244.1.5:8080,10.244.2.5:8080"}
     assert sw.switches == ("n2",) and "skip_snat" not in sw.options
@@ -290,9 +298,11 @@ def test_etp_local_fallback_to_terminating_decided_per_node() -> None:
     ready = eps(("10.244.2.5", "n2", True))
     rows = lbs(service_rows(s, [term, ready], NODES))
     assert rows["Service_default/web_TCP_node_router_n1"].vips == {
-        "172.18.0.10:30080": "10.244.1.5:8080"}
+        "172.18.0.10:30080": "10.244.1.5:8080",
+        "169.254.169.1:30080": "10.244.1.5:8080"}
     assert rows["Service_default/web_TCP_node_router_n2"].vips == {
-        "172.18.0.11:30080": "10.244.2.5:8080"}
+        "172.18.0.11:30080": "10.244.2.5:8080",
+        "169.254.169.1:30080": "10.244.2.5:8080"}
     # Cluster-wide, ready endpoints win.
     assert rows["Service_default/web_TCP_cluster"].vips == {"10.96.0.10:80": "10.244.2.5:8080"}
 
@@ -302,7 +312,8 @@ def test_etp_cluster_nodeport_snats() -> None:
             ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
     rows = lbs(service_rows(s, [eps(("10.244.2.5", "n2", True))], NODES))
     assert rows["Service_default/web_TCP_node_router_n1"].vips == {
-        "172.18.0.10:30080": "10.244.2.5:8080"}
+        "172.18.0.10:30080": "10.244.2.5:8080",
+        "169.254.169.1:30080": "10.244.2.5:8080"}
     assert "skip_snat" not in rows["Service_default/web_TCP_node_router_n1"].options
 
 
@@ -315,7 +326,8 @@ def test_itp_local_node_without_endpoint_rejects_and_nodeport_unaffected() -> No
         "10.96.0.10:80": "10.244.2.5:8080"}
     # externalTrafficPolicy (Cluster) still governs the NodePort.
     assert rows["Service_default/web_TCP_node_router_n1"].vips == {
-        "172.18.0.10:30080": "10.244.2.5:8080"}
+        "172.18.0.10:30080": "10.244.2.5:8080",
+        "169.254.169.1:30080": "10.244.2.5:8080"}
     assert "Service_default/web_TCP_cluster" not in rows
 
 
@@ -345,7 +357,18 @@ def test_dual_stack_nodeport_and_single_family_endpoints_reject_other_family() -
     assert rows["Service_default/web_TCP_cluster"].vips == {
         "10.96.0.10:80": "10.244.1.5:8080", "[fd00:10:96::a]:80": ""}
     assert rows["Service_default/web_TCP_node_router_n1"].vips == {
-        "172.18.0.10:30080": "10.244.1.5:8080", "[fc00::10]:30080": ""}
+        "172.18.0.10:30080": "10.244.1.5:8080",
+        "169.254.169.1:30080": "10.244.1.5:8080", "[fc00::10]:30080": ""}
+
+
+def test_ipv6_only_node_gets_no_masquerade_vip() -> None:
+    s = svc(type="NodePort", clusterIPs=["fd00:10:96::a"],
+            ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    sl = eps(("fd00:10:244:1::5", "n1", True))
+    sl["addressType"] = "IPv6"
+    rows = lbs(service_rows(s, [sl], {"n1": ["fc00::10"]}))
+    assert rows["Service_default/web_TCP_node_router_n1"].vips == {
+        "[fc00::10]:30080": "[fd00:10:244:1::5]:8080"}
 
 
 def test_translation_is_deterministic() -> None:

@@ -58,5 +58,9 @@ def localnet_port(bridge: str, node: str) -> str:
     return f"{bridge}_{node}"
 
 
+def masquerade_reject_lb(node: str) -> str:
+    return f"GR_{node}_masquerade_reject"
+
+
 def pod_port(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"

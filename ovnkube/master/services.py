@@ -5,8 +5,9 @@ Named as ovn-kubernetes names them. Per protocol:
   externalTrafficPolicy=Cluster, the externalIPs and LoadBalancer ingress IPs)
   to every ready endpoint; in `clusterLBGroup`, so on every node switch and
   gateway router.
-- `Service_<ns>/<name>_<PROTO>_node_router_<node>`: the node's IPs on the
-  NodePorts (and, with externalTrafficPolicy=Local, the external IPs) on that
+- `Service_<ns>/<name>_<PROTO>_node_router_<node>`: the node's IPs (and the
+  gateway router's masquerade IP, for the node's own host) on the NodePorts
+  (and, with externalTrafficPolicy=Local, the external IPs) on that
   node's gateway router; with ETP=Local only the node's own endpoints, and no
   SNAT so the client address is kept.
 - `Service_<ns>/<name>_<PROTO>_node_switch_<node>`: with
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from northd_sync.rows import LoadBalancer, Row
+from ovnkube.config import GR_MASQUERADE_IP
 from ovnkube.master import names
 
 Obj = dict[str, Any]
@@ -144,6 +146,15 @@ def _options(spec: Obj) -> tuple[dict[str, str], tuple[str, ...]]:
     return options, fields
 
 
+def _node_port_ips(node_ips: Sequence[str]) -> list[str]:
+    """Where a node's gateway router serves NodePorts: the node's IPs and, for
+    the node's own host (which DNATs <node IP>:<nodePort> there), the router's
+    masquerade IP."""
+    if any(_family(ip) == 4 for ip in node_ips):
+        return [*node_ips, str(GR_MASQUERADE_IP)]
+    return list(node_ips)
+
+
 def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequence[str]]
                  ) -> list[Row]:
     """All load balancer rows of one Service. `node_ips`: node name -> its
@@ -198,7 +209,7 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
             if node_port and node_ports:
                 for node, ips in node_ips.items():
                     use = local[node] if etp_local else eps
-                    for ip in ips:
+                    for ip in _node_port_ips(ips):
                         node_router_vips[node][_vip(ip, node_port)] = _backends(
                             use, _family(ip))
         proto_l = proto.lower()

@@ -18,6 +18,7 @@ from typing import Any
 from northd_sync.rows import (
     NAT,
     GatewayChassis,
+    LoadBalancer,
     LoadBalancerGroup,
     LogicalRouter,
     LogicalRouterPort,
@@ -28,7 +29,7 @@ from northd_sync.rows import (
     Row,
 )
 from ovnkube.annotations import IPInterface, IPNetwork, L3GatewayConfig, PodNetwork, mac_from_ip
-from ovnkube.config import GR_SNAT_PORTS, Config
+from ovnkube.config import GR_MASQUERADE_IP, GR_SNAT_PORTS, HOST_MASQUERADE_IP, Config
 from ovnkube.master import names
 from ovnkube.master.allocators import node_gateway_ip, node_mgmt_ip
 
@@ -130,6 +131,20 @@ def gateway_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterf
         # source ports the host does not use, so br-ex can tell replies apart.
         rows.append(NAT(gr, type="snat", external_ip=str(node_ip.ip),
                         logical_ip=str(cs.cidr), external_port_range=GR_SNAT_PORT_RANGE))
+    if any(i.version == 4 for i in gw.ip_addresses):
+        # The host's NodePort traffic to its own IP arrives from the masquerade
+        # address (node/host_nodeports.py); replies go back out the external
+        # port. The address is not a network of the port: the port's first
+        # IPv4 network is also what lb_force_snat_ip=router_ip SNATs to.
+        rows.append(LogicalRouterStaticRoute(gr, ip_prefix=f"{HOST_MASQUERADE_IP}/32",
+                                             nexthop=str(HOST_MASQUERADE_IP),
+                                             output_port=names.gr_to_ext(node)))
+        # The host DNATs its whole NodePort range here; a port no Service
+        # uses is refused at once (the Services' own VIPs, with a port, win).
+        rows.append(LoadBalancer(names.masquerade_reject_lb(node),
+                                 vips={str(GR_MASQUERADE_IP): ""}, routers=[gr],
+                                 options={"reject": "true", "skip_snat": "true",
+                                          "event": "false"}))
     for hop in gw.next_hops:
         rows.append(LogicalRouterStaticRoute(gr, ip_prefix="0.0.0.0/0", nexthop=str(hop),
                                              output_port=names.gr_to_ext(node)))
