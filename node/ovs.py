@@ -96,6 +96,11 @@ class Ovs:
         return dict(self.api.db_get("Open_vSwitch", ".", "external_ids").execute(
             check_error=True))
 
+    def bridge_external_ids(self, name: str) -> dict[str, str] | None:
+        rows = self.api.db_find("Bridge", ("name", "=", name),
+                                columns=["external_ids"]).execute(check_error=True)
+        return dict(rows[0]["external_ids"]) if rows else None
+
     def ensure_bridge(self, name: str, datapath_type: str, **other_config: str) -> None:
         with self.api.transaction(check_error=True) as txn:
             txn.add(self.api.add_br(name, may_exist=True, datapath_type=datapath_type))
