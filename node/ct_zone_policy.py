@@ -26,7 +26,7 @@ import logging
 import subprocess
 import threading
 
-from node.ovs import Ovs
+from node.ovs import Ovs, vsctl
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,6 @@ def zones_in_use(external_ids: dict[str, str]) -> set[int]:
     return out
 
 
-def parse_map(text: str) -> dict[str, str]:
-    """An ovs-vsctl map column as printed: {a="1", b="2"} (values may be quoted)."""
-    body = text.strip().strip("{}").strip()
-    out: dict[str, str] = {}
-    if not body:
-        return out
-    for item in body.split(", "):
-        k, _, v = item.partition("=")
-        out[k.strip().strip('"')] = v.strip().strip('"')
-    return out
-
-
 class ConntrackZonePolicies:
     def __init__(self, ovs: Ovs, ovs_db: str, bridge: str = "br-int",
                  interval: float = 0.5) -> None:
@@ -69,15 +57,12 @@ class ConntrackZonePolicies:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _vsctl(self, *args: str) -> str:
-        return subprocess.run(["ovs-vsctl", f"--db={self.ovs_db}", "--timeout=10", *args],
-                              capture_output=True, text=True, check=True).stdout
-
     def _ensure_datapath(self) -> None:
-        if DATAPATH in parse_map(self._vsctl("get", "Open_vSwitch", ".", "datapaths")):
+        if vsctl(self.ovs_db, "--if-exists", "get", "Open_vSwitch", ".",
+                 f"datapaths:{DATAPATH}").strip():
             return
-        self._vsctl("--", "--id=@dp", "create", "Datapath", "datapath_version=0",
-                    "--", "set", "Open_vSwitch", ".", f"datapaths:{DATAPATH}=@dp")
+        vsctl(self.ovs_db, "--", "--id=@dp", "create", "Datapath", "datapath_version=0",
+              "--", "set", "Open_vSwitch", ".", f"datapaths:{DATAPATH}=@dp")
 
     def reconcile(self) -> int:
         """Add the policy to every zone in use that lacks it; the number added."""
@@ -92,7 +77,7 @@ class ConntrackZonePolicies:
         policy = [f"{k}={v}" for k, v in POLICY.items()]
         for z in todo:
             args += ["--", "--may-exist", "add-zone-tp", DATAPATH, f"zone={z}", *policy]
-        self._vsctl(*args)
+        vsctl(self.ovs_db, *args)
         self.done.update(todo)
         log.info("conntrack timeout policy %s on zones %s", POLICY, todo)
         return len(todo)

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Sequence
 from ipaddress import IPv4Address
 
+from node.ovs import vsctl
 from ovnkube.annotations import IPInterface, mac_from_ip
 from ovnkube.config import GR_SNAT_PORTS, HOST_MASQUERADE_IP, MASQUERADE_SUBNET, NODE_PORTS
 
@@ -124,8 +125,7 @@ class GatewayFlows:
         self._thread: threading.Thread | None = None
 
     def _vsctl(self, *args: str) -> str:
-        return subprocess.run(["ovs-vsctl", f"--db={self.ovs_db}", "--timeout=10", *args],
-                              capture_output=True, text=True, check=True).stdout
+        return vsctl(self.ovs_db, *args)
 
     def _ofport(self, iface: str) -> int | None:
         try:

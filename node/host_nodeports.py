@@ -71,9 +71,10 @@ def install(ovs: Ovs, bridge: str, node_ips: Sequence[IPInterface], router_mac: 
     netlink.wait_link(MASQ_PORT, 30)
     if netdev:
         netlink.tx_checksum_off(MASQ_PORT)
-    netlink.configure_host_iface(MASQ_PORT, mac_from_ip(HOST_MASQUERADE_IP), [], None, [])
-    netlink.add_link_scope_address(
-        MASQ_PORT, ipaddress.ip_interface(f"{HOST_MASQUERADE_IP}/{MASQUERADE_SUBNET.prefixlen}"))
+    netlink.configure_host_iface(
+        MASQ_PORT, mac_from_ip(HOST_MASQUERADE_IP),
+        [ipaddress.ip_interface(f"{HOST_MASQUERADE_IP}/{MASQUERADE_SUBNET.prefixlen}")],
+        None, [], scope=netlink.RT_SCOPE_LINK)
     netlink.set_permanent_neighbour(MASQ_PORT, GR_MASQUERADE_IP, router_mac)
     rules = nft_ruleset(MASQ_PORT, node_ips)
     try:

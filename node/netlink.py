@@ -33,6 +33,7 @@ from ovnkube.annotations import IPAddress, IPInterface, IPNetwork
 log = logging.getLogger(__name__)
 
 IFF_NOARP = 0x80
+RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 NUD_PERMANENT = 0x80
 
@@ -281,8 +282,11 @@ def read_pod_iface(netns: str, ifname: str) -> PodIfaceState | None:
 # --- host side: management port and gateway bridge -----------------------------
 
 def configure_host_iface(name: str, mac: str | None, addresses: list[IPInterface],
-                         mtu: int | None, routes: list[tuple[IPNetwork, IPAddress]]) -> None:
-    """Idempotently give a host interface its MAC, addresses, MTU and routes."""
+                         mtu: int | None, routes: list[tuple[IPNetwork, IPAddress]],
+                         scope: int = RT_SCOPE_UNIVERSE) -> None:
+    """Idempotently give a host interface its MAC, addresses, MTU and routes.
+    Link-scoped addresses stay out of what read_uplink() takes for the node's
+    own after a restart."""
     with ipr() as h:
         idx = link_index(h, name)
         if idx is None:
@@ -295,22 +299,10 @@ def configure_host_iface(name: str, mac: str | None, addresses: list[IPInterface
         have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in h.get_addr(index=idx)}
         for a in addresses:
             if (str(a.ip), a.network.prefixlen) not in have:
-                h.addr("add", index=idx, address=str(a.ip), prefixlen=a.network.prefixlen)
+                h.addr("add", index=idx, address=str(a.ip), prefixlen=a.network.prefixlen,
+                       scope=scope)
         for dst, gw in routes:
             h.route("replace", **_route_spec(dst, gw, idx))
-
-
-def add_link_scope_address(name: str, addr: IPInterface) -> None:
-    """Add a link-scoped address (idempotent). Link scope keeps it out of what
-    read_uplink() takes for the node's own addresses after a restart."""
-    with ipr() as h:
-        idx = link_index(h, name)
-        if idx is None:
-            raise FileNotFoundError(f"interface {name!r} does not exist")
-        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in h.get_addr(index=idx)}
-        if (str(addr.ip), addr.network.prefixlen) not in have:
-            h.addr("add", index=idx, address=str(addr.ip), prefixlen=addr.network.prefixlen,
-                   scope=RT_SCOPE_LINK)
 
 
 @dataclass(frozen=True)

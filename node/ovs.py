@@ -4,6 +4,7 @@ pod and management ports, and waiting for ovn-controller's `ovn-installed`."""
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ IP_ADDRESSES = "ip_addresses"
 CNI_IFNAME = "k8s.ovn.org/cni-ifname"
 CNI_NETNS = "k8s.ovn.org/cni-netns"
 OVN_INSTALLED = "ovn-installed"
+
+
+def vsctl(db: str, *args: str) -> str:
+    """Run ovs-vsctl against `db`, for what the IDL does not cover (tables it
+    does not watch, zone timeout policies); raises CalledProcessError."""
+    return subprocess.run(["ovs-vsctl", f"--db={db}", "--timeout=10", *args],
+                          capture_output=True, text=True, check=True).stdout
 
 
 class _NotifyingIdl(connection.OvsdbIdl):

@@ -6,17 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from localcluster.ovn import OvsNode
-from node.ct_zone_policy import ConntrackZonePolicies, parse_map, zones_in_use
+from node.ct_zone_policy import ConntrackZonePolicies, zones_in_use
 from node.ovs import Ovs
 from tests.waiting import eventually
 
 
-def test_zones_in_use_and_map_parsing() -> None:
-    ids = parse_map('{ct-zone-GR_n1_dnat="8", ct-zone-k8s-n1="3", '
-                    'ovn-nb-cfg="12", ct-zone-bad=x}')
-    assert ids["ct-zone-GR_n1_dnat"] == "8" and ids["ovn-nb-cfg"] == "12"
+def test_zones_in_use() -> None:
+    ids = {"ct-zone-GR_n1_dnat": "8", "ct-zone-k8s-n1": "3", "ovn-nb-cfg": "12",
+           "ct-zone-bad": "x"}
     assert zones_in_use(ids) == {3, 8}
-    assert parse_map("{}") == {}
 
 
 def test_policies_follow_the_zones_ovn_controller_allocates(
