@@ -36,9 +36,10 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("agnhost")
+T = TypeVar("T")
 
 SHELL = "/bin/sh"
 DIAL_TIMEOUT = 5.0
@@ -149,6 +150,19 @@ class NetexecHandler(http.server.BaseHTTPRequestHandler):
     def _error(self, code: int, msg: str) -> None:  # like Go's http.Error
         self._reply(code, msg + "\n", headers={"X-Content-Type-Options": "nosniff"})
 
+    def _parsed(self, arg: Callable[[str], str], name: str, parse: Callable[[str], T],
+                default: T, expected: str) -> T | None:
+        """Query argument `name` parsed, or `default` when empty. When it does not
+        parse, answers 200 with upstream's message and returns None."""
+        text = arg(name)
+        if not text:
+            return default
+        try:
+            return parse(text)
+        except ValueError:
+            self._reply(200, f"argument {name!r} must be {expected} or empty, got {text!r}\n")
+            return None
+
     def do_GET(self) -> None:
         target = self.server.override or self.path
         url = urllib.parse.urlsplit(target)
@@ -199,14 +213,9 @@ class NetexecHandler(http.server.BaseHTTPRequestHandler):
         self._reply(200, json.dumps(hdrs))
 
     def _echo(self, arg: Callable[[str], str]) -> None:
-        msg, code = arg("msg"), arg("code")
-        if code:
-            try:
-                self._reply(int(code), msg)
-            except ValueError:
-                self._reply(200, f"argument 'code' must be an integer or empty, got {code!r}\n")
-            return
-        self._reply(200, msg)
+        status = self._parsed(arg, "code", int, 200, "an integer")
+        if status is not None:
+            self._reply(status, arg("msg"))
 
     def _healthz(self, arg: Callable[[str], str]) -> None:
         self._reply(200 if self.server.state.server_ready.is_set() else 412, "")
@@ -220,33 +229,22 @@ class NetexecHandler(http.server.BaseHTTPRequestHandler):
             self._reply(412, "")
 
     def _redirect(self, arg: Callable[[str], str]) -> None:
-        location, code = arg("location"), arg("code")
-        try:
-            status = int(code) if code else 302
-        except ValueError:
-            self._reply(200, f"argument 'code' must be an integer or empty, got {code!r}\n")
+        location = arg("location")
+        status = self._parsed(arg, "code", int, 302, "an integer")
+        if status is None:
             return
         self._reply(status, f'<a href="{location}">Found</a>.\n\n',
                     ctype="text/html; charset=utf-8", headers={"Location": location})
 
     def _exit(self, arg: Callable[[str], str]) -> None:
-        try:
-            timeout = parse_duration(arg("timeout")) if arg("timeout") else 0.0
-        except ValueError:
-            self._reply(200, "argument 'timeout' must be a valid golang duration or empty, "
-                             f"got {arg('timeout')!r}\n")
+        timeout = self._parsed(arg, "timeout", parse_duration, 0.0, "a valid golang duration")
+        if timeout is None:
             return
-        try:
-            wait = parse_duration(arg("wait")) if arg("wait") else 0.0
-        except ValueError:
-            self._reply(200, "argument 'wait' must be a valid golang duration or empty, "
-                             f"got {arg('wait')!r}\n")
+        wait = self._parsed(arg, "wait", parse_duration, 0.0, "a valid golang duration")
+        if wait is None:
             return
-        try:
-            code = int(arg("code")) if arg("code") else 0
-        except ValueError:
-            self._reply(200, "argument 'code' must be an integer [0-127] or empty, "
-                             f"got {arg('code')!r}\n")
+        code = self._parsed(arg, "code", int, 0, "an integer [0-127]")
+        if code is None:
             return
         log.info("will begin shutdown in %ss, allowing %ss for connections to close, "
                  "then will exit with %d", wait, timeout, code)

@@ -58,6 +58,21 @@ def test_hostname_echo_clientip_root(server: Netexec) -> None:
     code, body = get(server, "/clientip")
     host, port = body.rsplit(":", 1)
     assert code == 200 and host == "127.0.0.1" and port.isdigit()
+
+
+def test_bad_query_arguments_answer_200_with_upstreams_message(server: Netexec) -> None:
+    assert get(server, "/echo?msg=x&code=abc") == (
+        200, "argument 'code' must be an integer or empty, got 'abc'\n")
+    assert get(server, "/redirect?location=/&code=3o2") == (
+        200, "argument 'code' must be an integer or empty, got '3o2'\n")
+    assert get(server, "/exit?timeout=5x") == (
+        200, "argument 'timeout' must be a valid golang duration or empty, got '5x'\n")
+    assert get(server, "/exit?wait=soon") == (
+        200, "argument 'wait' must be a valid golang duration or empty, got 'soon'\n")
+    assert get(server, "/exit?code=seven") == (
+        200, "argument 'code' must be an integer [0-127] or empty, got 'seven'\n")
+    # None of them exited: the server still answers.
+    assert get(server, "/hostname") == (200, "pod-a")
     code, body = get(server, "/")
     assert code == 200 and body.startswith("NOW: ")
     assert get(server, "/no/such/path")[1].startswith("NOW: ")  # like Go's "/" pattern
