@@ -13,6 +13,7 @@ NODE_CHASSIS_ID = "k8s.ovn.org/node-chassis-id"
 L3_GATEWAY_CONFIG = "k8s.ovn.org/l3-gateway-config"
 NODE_PRIMARY_IFADDR = "k8s.ovn.org/node-primary-ifaddr"
 NODE_MGMT_PORT_MAC = "k8s.ovn.org/node-mgmt-port-mac-address"
+NODE_GR_LRP_IFADDR = "k8s.ovn.org/node-gateway-router-lrp-ifaddr"
 POD_NETWORKS = "k8s.ovn.org/pod-networks"
 DEFAULT_NETWORK = "default"
 
@@ -50,6 +51,19 @@ def format_node_subnets(subnets: list[IPNetwork]) -> str:
     value: str | list[str] = (str(subnets[0]) if len(subnets) == 1
                               else [str(s) for s in subnets])
     return json.dumps({DEFAULT_NETWORK: value})
+
+
+def format_node_gr_lrp_ifaddr(addr: IPInterface) -> str:
+    """The gateway router's join address (IPv4 only, as in single-stack ovn-kubernetes)."""
+    return json.dumps({"ipv4": str(addr)})
+
+
+def parse_node_gr_lrp_ifaddr(value: str) -> IPInterface:
+    data = _load(NODE_GR_LRP_IFADDR, value)
+    try:
+        return ipaddress.ip_interface(data["ipv4"])
+    except (ValueError, KeyError, TypeError):
+        raise AnnotationError(NODE_GR_LRP_IFADDR, value, 'want {"ipv4": "<ip>/<len>"}') from None
 
 
 def parse_node_subnets(value: str) -> list[IPNetwork]:

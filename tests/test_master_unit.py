@@ -23,8 +23,10 @@ from ovnkube.annotations import (
     AnnotationError,
     L3GatewayConfig,
     PodNetwork,
+    format_node_gr_lrp_ifaddr,
     format_node_subnets,
     mac_from_ip,
+    parse_node_gr_lrp_ifaddr,
     parse_node_subnets,
 )
 from ovnkube.config import ClusterSubnet, Config, ConfigError, add_common_args, from_args
@@ -95,6 +97,12 @@ def test_node_annotations() -> None:
     gw = L3GatewayConfig("shared", "br-ex_n1", "02:00:00:00:00:01", (I("172.18.0.2/16"),),
                          (A("172.18.0.1"),))
     assert L3GatewayConfig.parse(gw.to_annotation()) == gw
+    join = I("100.64.0.2/16")
+    assert json.loads(format_node_gr_lrp_ifaddr(join)) == {"ipv4": "100.64.0.2/16"}
+    assert parse_node_gr_lrp_ifaddr(format_node_gr_lrp_ifaddr(join)) == join
+    for bad in ("nope", '{"ipv6": "fd98::2/64"}', '{"ipv4": "100.64.0.300/16"}', "[1]"):
+        with pytest.raises(AnnotationError, match="node-gateway-router-lrp-ifaddr"):
+            parse_node_gr_lrp_ifaddr(bad)
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -6,9 +6,9 @@ gateway router."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from kubernetes import client
 
@@ -16,13 +16,16 @@ from northd_sync.rows import Row
 from ovnkube.annotations import (
     L3_GATEWAY_CONFIG,
     NODE_CHASSIS_ID,
+    NODE_GR_LRP_IFADDR,
     NODE_MGMT_PORT_MAC,
     NODE_SUBNETS,
     AnnotationError,
     IPInterface,
     IPNetwork,
     L3GatewayConfig,
+    format_node_gr_lrp_ifaddr,
     format_node_subnets,
+    parse_node_gr_lrp_ifaddr,
     parse_node_subnets,
 )
 from ovnkube.kubeclient import Obj, get_annotations, node_path, patch_annotations, post_event
@@ -35,41 +38,31 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OWNER_TYPE = "Node"
-NODE_GR_LRP_IFADDR = "k8s.ovn.org/node-gateway-router-lrp-ifaddr"
+T = TypeVar("T")
 
 
-def recorded_subnets(node: Obj) -> list[IPNetwork] | None:
-    raw = get_annotations(node).get(NODE_SUBNETS)
+def _recorded(node: Obj, key: str, parse: Callable[[str], T]) -> T | None:
+    """A node annotation, parsed; None when absent or malformed (logged)."""
+    raw = get_annotations(node).get(key)
     if raw is None:
         return None
     try:
-        return parse_node_subnets(raw)
+        return parse(raw)
     except AnnotationError as e:
         log.warning("node %s: ignoring %s", node["metadata"]["name"], e)
         return None
 
 
+def recorded_subnets(node: Obj) -> list[IPNetwork] | None:
+    return _recorded(node, NODE_SUBNETS, parse_node_subnets)
+
+
 def recorded_join_ip(node: Obj) -> IPInterface | None:
-    raw = get_annotations(node).get(NODE_GR_LRP_IFADDR)
-    if raw is None:
-        return None
-    try:
-        return ipaddress.ip_interface(json.loads(raw)["ipv4"])
-    except (ValueError, KeyError, TypeError):
-        log.warning("node %s: ignoring bad %s=%r", node["metadata"]["name"],
-                    NODE_GR_LRP_IFADDR, raw)
-        return None
+    return _recorded(node, NODE_GR_LRP_IFADDR, parse_node_gr_lrp_ifaddr)
 
 
 def gateway_config(node: Obj) -> L3GatewayConfig | None:
-    raw = get_annotations(node).get(L3_GATEWAY_CONFIG)
-    if raw is None:
-        return None
-    try:
-        return L3GatewayConfig.parse(raw)
-    except AnnotationError as e:
-        log.warning("node %s: %s", node["metadata"]["name"], e)
-        return None
+    return _recorded(node, L3_GATEWAY_CONFIG, L3GatewayConfig.parse)
 
 
 class NodeController:
@@ -147,8 +140,8 @@ class NodeController:
         have_j = self.m.join_ips.get(name)
         if jip is None or have_j is None or jip.ip != have_j:
             ip = self.m.join_ips.allocate(name)
-            patch[NODE_GR_LRP_IFADDR] = json.dumps(
-                {"ipv4": f"{ip}/{self.m.config.join_subnet.prefixlen}"})
+            patch[NODE_GR_LRP_IFADDR] = format_node_gr_lrp_ifaddr(
+                ipaddress.ip_interface(f"{ip}/{self.m.config.join_subnet.prefixlen}"))
         if patch:
             updated = patch_annotations(self.m.api, node_path(name), patch)
             self.m.nodes.update_local(updated)
