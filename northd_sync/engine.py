@@ -387,6 +387,25 @@ class NorthdSync:
         self._submit(_Item(owner, rs, [fut], time.monotonic() + self.timeout))
         return fut.result() if wait else fut
 
+    def apply_many(self, changes: Mapping[Owner, Iterable[Row]]
+                   ) -> list[Future[ApplyResult]]:
+        """Apply several owners at once (an empty row list deletes the owner):
+        queued together, so they share one transaction unless the batch would
+        exceed max_batch_rows. Returns one Future per owner, in order."""
+        items: list[_Item] = []
+        deadline = time.monotonic() + self.timeout
+        for owner, rows in changes.items():
+            if not isinstance(owner, Owner):
+                raise TypeError(f"owner must be an Owner, got {owner!r}")
+            rs = tuple(rows)
+            for r in rs:
+                if not isinstance(r, Row) or not r.TABLE:
+                    raise TypeError(f"{owner}: not a northd_sync row: {r!r}")
+            items.append(_Item(owner, rs, [Future()], deadline))
+        if items:
+            self._submit(*items)
+        return [it.futures[0] for it in items]
+
     @overload
     def delete(self, owner: Owner, wait: Literal[True] = True) -> ApplyResult: ...
 
@@ -422,12 +441,12 @@ class NorthdSync:
 
     # --- submission --------------------------------------------------------------
 
-    def _submit(self, item: _Item | _SyncItem) -> None:
+    def _submit(self, *items: _Item | _SyncItem) -> None:
         if self._thread is None or self._stopping.is_set():
             raise NotStartedError("northd_sync is not running (call start())")
         with self._qlock:
             was_empty = not self._queue
-            self._queue.append(item)
+            self._queue.extend(items)
         if was_empty:
             # The writer drains the whole queue each time it looks: one wake-up
             # per burst (each os.write would also hand the GIL to the writer).

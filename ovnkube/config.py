@@ -90,6 +90,9 @@ NODE_PORTS = (30000, 32767)
 MASQUERADE_SUBNET = ipaddress.IPv4Network("169.254.169.0/29")
 GR_MASQUERADE_IP = MASQUERADE_SUBNET.network_address + 1
 HOST_MASQUERADE_IP = MASQUERADE_SUBNET.network_address + 2
+#: The source a pod sees when it reaches itself through a Service (the LBs'
+#: hairpin_snat_ip), so NetworkPolicy can allow hairpin traffic by address.
+HAIRPIN_MASQUERADE_IP = MASQUERADE_SUBNET.network_address + 5
 
 DEFAULT_CLUSTER_SUBNET = ClusterSubnet.parse("10.244.0.0/16/24")
 DEFAULT_SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/16")

@@ -116,7 +116,8 @@ class ResourceAPI:
 def post_event(core: client.CoreV1Api, obj: Obj, reason: str, message: str,
                event_type: str = "Warning", component: str = "ovnkube-master",
                host: str | None = None) -> None:
-    """Record a Kubernetes Event on `obj` (a Pod or Node) saying what went wrong
+    """Record a Kubernetes Event on `obj` (kind and apiVersion read from it,
+    default a v1 Pod) saying what went wrong
     (best effort: a failure to record it is logged, not raised)."""
     md = obj["metadata"]
     ns = md.get("namespace") or "default"
@@ -125,7 +126,7 @@ def post_event(core: client.CoreV1Api, obj: Obj, reason: str, message: str,
         metadata=client.V1ObjectMeta(generate_name=f"{md['name']}.", namespace=ns),
         involved_object=client.V1ObjectReference(
             kind=obj.get("kind", "Pod"), name=md["name"], namespace=md.get("namespace"),
-            uid=md.get("uid"), api_version="v1"),
+            uid=md.get("uid"), api_version=obj.get("apiVersion", "v1")),
         reason=reason, message=message, type=event_type,
         source=client.V1EventSource(component=component, host=host),
         first_timestamp=now, last_timestamp=now, count=1,

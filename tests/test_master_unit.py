@@ -10,6 +10,7 @@ import re
 import pytest
 
 from northd_sync.rows import (
+    ACL,
     NAT,
     GatewayChassis,
     LoadBalancer,
@@ -165,7 +166,11 @@ def test_topology_rows_for_a_node_with_gateway() -> None:
     # Without chassis and gateway: only the node switch part.
     small = topology.node_rows(cfg, "n1", N("10.244.1.0/24"), I("100.64.0.2/16"), None, None)
     assert {type(r).__name__ for r in small} == {"LogicalSwitch", "LogicalRouterPort",
-                                                 "LogicalSwitchPort"}
+                                                 "LogicalSwitchPort", "ACL"}
+    # The node's host reaches its pods whatever NetworkPolicy says.
+    (acl,) = [r for r in small if isinstance(r, ACL)]
+    assert (acl.switch, acl.direction, acl.priority, acl.match, acl.action) == (
+        "n1", "to-lport", 1001, "ip4.src == 10.244.1.2", "allow-related")
 
 
 def test_topology_pod_port() -> None:

@@ -10,14 +10,9 @@ comment, `northd_sync: N owner(s)`, and the rows it touched).
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
-import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +25,7 @@ from localcluster.procs import Daemon, DaemonSet
 from ovnkube.annotations import NODE_CHASSIS_ID
 from ovnkube.kubeclient import node_path, patch_annotations
 from tests.master_helpers import KubeObjects, eventually, start_master
+from tests.nblog import log_mark, nb_log, nb_table, ours, settle
 
 MASQ = "169.254.169.1"  # the gateway router's masquerade VIP: the node host's own NodePorts
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
@@ -37,23 +33,6 @@ SERVICE_NAME = "kubernetes.io/service-name"
 
 
 # --- reading the NB -------------------------------------------------------------
-
-def _ovs_value(v: Any) -> Any:
-    """ovn-nbctl --format=json cell -> Python value."""
-    if isinstance(v, list) and v and v[0] == "map":
-        return {k: _ovs_value(x) for k, x in v[1]}
-    if isinstance(v, list) and v and v[0] == "set":
-        return [_ovs_value(x) for x in v[1]]
-    if isinstance(v, list) and v and v[0] == "uuid":
-        return v[1]
-    return v
-
-
-def nb_table(central: OvnCentral, table: str, columns: str) -> list[dict[str, Any]]:
-    out = json.loads(central.nbctl("--format=json", f"--columns={columns}", "list", table))
-    return [{h: _ovs_value(c) for h, c in zip(out["headings"], row, strict=True)}
-            for row in out["data"]]
-
 
 def lbs(central: OvnCentral, prefix: str = "Service_") -> dict[str, dict[str, Any]]:
     """Load balancer name -> {_uuid, vips, options, external_ids, selection_fields}."""
@@ -71,67 +50,11 @@ def lb_refs(central: OvnCentral, table: str, name: str) -> set[str]:
     raise AssertionError(f"{table} {name} not in the NB")
 
 
-@dataclass
-class Txn:
-    index: int
-    comment: str
-    #: (table, row name, op) with op "insert", "update" or "delete"
-    rows: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def touched(self, table: str) -> set[str]:
-        return {name for t, name, _ in self.rows if t == table}
-
-
-_RECORD = re.compile(r'^record (\d+): \S+ \S+(?: "(.*)")?$')
-_ROW = re.compile(r'^  table (\S+) (insert row|row) "?(.*?)"? \([0-9a-f]+\)')
-
-
-def nb_log(central: OvnCentral) -> list[Txn]:
-    """Every transaction recorded in the NB database file, oldest first."""
-    out = subprocess.run(["ovsdb-tool", "show-log", "-m", str(central.workdir / "ovnnb_db.db")],
-                         capture_output=True, text=True, check=True).stdout
-    txns: list[Txn] = []
-    for line in out.splitlines():
-        if m := _RECORD.match(line):
-            txns.append(Txn(int(m.group(1)), m.group(2) or ""))
-        elif (m := _ROW.match(line)) and txns:
-            op = "insert" if m.group(2) == "insert row" else "update"
-            txns[-1].rows.append((m.group(1), m.group(3), op))
-        elif line.strip() == "delete row" and txns and txns[-1].rows:
-            t, name, _ = txns[-1].rows[-1]
-            txns[-1].rows[-1] = (t, name, "delete")
-    return txns
-
-
-def ours(txns: list[Txn], since: int) -> list[Txn]:
-    """The master's transactions after record `since`."""
-    return [t for t in txns if t.index > since and t.comment.startswith("northd_sync")]
-
-
-def log_mark(central: OvnCentral) -> int:
-    txns = nb_log(central)
-    return txns[-1].index if txns else -1
-
-
 def lb_writes(central: OvnCentral, since: int) -> list[set[str]]:
     """For each of the master's transactions since `since` that touched load
     balancers: the names of the load balancers it wrote."""
     return [t.touched("Load_Balancer") for t in ours(nb_log(central), since)
             if t.touched("Load_Balancer")]
-
-
-def settle(central: OvnCentral, quiet: float = 1.5, timeout: float = 30) -> int:
-    """Wait until the NB log has not grown for `quiet` seconds; its last record."""
-    deadline = time.monotonic() + timeout
-    last, since = log_mark(central), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.25)
-        now = log_mark(central)
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet:
-            return last
-    return last
 
 
 # --- Kubernetes objects -----------------------------------------------------------

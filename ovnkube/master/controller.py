@@ -18,13 +18,14 @@ from northd_sync import NorthdSync
 from ovnkube.annotations import IPAddress, IPNetwork
 from ovnkube.config import Config
 from ovnkube.informer import Informer
-from ovnkube.kubeclient import ResourceAPI, key_of
+from ovnkube.kubeclient import ResourceAPI, key_of, post_event
 from ovnkube.master import topology
 from ovnkube.master.allocators import IPPool, SubnetAllocator, join_pool, pod_pool
+from ovnkube.master.netpolctl import NetworkPolicyController
 from ovnkube.master.nodes import OWNER_TYPE as NODE_OWNER
 from ovnkube.master.nodes import NodeController
 from ovnkube.master.pods import OWNER_TYPE as POD_OWNER
-from ovnkube.master.pods import PodController
+from ovnkube.master.pods import PodController, network_ips
 from ovnkube.master.servicectl import OWNER_TYPE as SERVICE_OWNER
 from ovnkube.master.servicectl import ServiceController
 from ovnkube.master.services import wants_lbs
@@ -49,20 +50,35 @@ class Master:
                                  resync_period)
         self.slices = Informer(ResourceAPI(
             api, "/apis/discovery.k8s.io/v1/endpointslices", "EndpointSlice"), resync_period)
-        self.informers = [self.nodes, self.pods, self.services, self.slices]
+        self.namespaces = Informer(ResourceAPI(api, "/api/v1/namespaces", "Namespace"),
+                                   resync_period)
+        self.policies = Informer(ResourceAPI(
+            api, "/apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicy"), resync_period)
+        self.informers = [self.nodes, self.pods, self.services, self.slices, self.namespaces,
+                          self.policies]
         self.node_controller = NodeController(self)
         self.pod_controller = PodController(self)
         self.service_controller = ServiceController(self)
+        core = client.CoreV1Api(api)
+        self.netpol_controller = NetworkPolicyController(
+            engine, self.pods, self.namespaces, self.policies, pod_ips=network_ips,
+            post_event=lambda obj, reason, msg: post_event(core, obj, reason, msg),
+            families=sorted({cs.cidr.version for cs in config.cluster_subnets}))
+        self.pod_controller.port_listeners.append(self.netpol_controller.port_ready)
         self.node_queue = WorkQueue("node", self.node_controller.reconcile, workers=2)
         self.pod_queue = WorkQueue("pod", self.pod_controller.reconcile, workers=workers)
         self.service_queue = WorkQueue("service", self.service_controller.reconcile,
                                        workers=max(2, workers // 2))
-        self.queues = [self.node_queue, self.pod_queue, self.service_queue]
+        self.queues = [self.node_queue, self.pod_queue, self.service_queue,
+                       self.netpol_controller.queue]
         self.nodes.add_handler(self.node_controller.on_event)
         self.nodes.add_handler(self.service_controller.on_node)
         self.pods.add_handler(self.pod_controller.on_event)
         self.services.add_handler(self.service_controller.on_service)
         self.slices.add_handler(self.service_controller.on_slice)
+        self.pods.add_handler(self.netpol_controller.on_pod)
+        self.namespaces.add_handler(self.netpol_controller.on_namespace)
+        self.policies.add_handler(self.netpol_controller.on_policy)
         self.ready = threading.Event()
 
     # --- per-node address pools ------------------------------------------
@@ -129,6 +145,10 @@ class Master:
         self.engine.sync(SERVICE_OWNER, {
             key_of(svc): self.service_controller.desired(svc)
             for svc in self.services.items() if wants_lbs(svc)})
+        # Policies last: their port groups name the pods' ports synced above.
+        self.netpol_controller.ports_synced(pod_rows)
+        for owner_type, desired in self.netpol_controller.desired_by_type().items():
+            self.engine.sync(owner_type, desired)
 
     def stop(self) -> None:
         for inf in self.informers:

@@ -8,6 +8,7 @@ CLUSTER_LB_GROUP = "clusterLBGroup"
 CLUSTER_SWITCH_LB_GROUP = "clusterSwitchLBGroup"
 CLUSTER_ROUTER_LB_GROUP = "clusterRouterLBGroup"
 PHYSNET = "physnet"
+ACL_LOGGING_METER = "acl-logging"
 
 
 def router_to_join() -> str:

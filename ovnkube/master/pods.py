@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,14 @@ def recorded_network(pod: Obj) -> PodNetwork | None:
         return None
 
 
+def network_ips(pod: Obj) -> tuple[str, ...] | None:
+    """The addresses of a pod on the pod network (None: not on it, or none yet)."""
+    if not wants_network(pod):
+        return None
+    net = recorded_network(pod)
+    return tuple(str(i.ip) for i in net.ip_addresses) if net else None
+
+
 def parse_recorded_network(pod: Obj) -> PodNetwork | None:
     raw = get_annotations(pod).get(POD_NETWORKS)
     return None if raw is None else PodNetwork.parse(raw)
@@ -72,6 +81,8 @@ class PodController:
         # (status, our own annotation) change nothing in OVN.
         self._applied: dict[str, tuple[Row, ...]] = {}
         self._lock = threading.Lock()
+        #: called with a pod key once its logical switch port is committed
+        self.port_listeners: list[Callable[[str], None]] = []
 
     def on_event(self, key: str, old: Obj | None, new: Obj | None) -> None:
         if old is new:  # periodic resync: let the NB writer check for drift
@@ -137,6 +148,9 @@ class PodController:
                 if self._applied.get(key) == rows:
                     del self._applied[key]
             self.m.pod_queue.retry(key, err)
+            return
+        for listener in self.port_listeners:
+            listener(key)
 
     def _ensure_address(self, key: str, pod: Obj, node: str, pool: IPPool) -> PodNetwork:
         try:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from northd_sync.rows import LoadBalancer, Row
-from ovnkube.config import GR_MASQUERADE_IP
+from ovnkube.config import GR_MASQUERADE_IP, HAIRPIN_MASQUERADE_IP
 from ovnkube.master import names
 
 Obj = dict[str, Any]
@@ -134,7 +134,8 @@ def _family(ip: str) -> int:
 
 def _options(spec: Obj) -> tuple[dict[str, str], tuple[str, ...]]:
     """LB options and selection_fields for a Service."""
-    options = {"event": "false", "reject": "true"}
+    options = {"event": "false", "reject": "true",
+               "hairpin_snat_ip": str(HAIRPIN_MASQUERADE_IP)}
     fields: tuple[str, ...] = ()
     if spec.get("sessionAffinity") == "ClientIP":
         timeout = int(((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(

@@ -16,6 +16,7 @@ import ipaddress
 from typing import Any
 
 from northd_sync.rows import (
+    ACL,
     NAT,
     GatewayChassis,
     LoadBalancer,
@@ -25,6 +26,8 @@ from northd_sync.rows import (
     LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
+    Meter,
+    MeterBand,
     Owner,
     Row,
 )
@@ -36,6 +39,7 @@ from ovnkube.master.allocators import node_gateway_ip, node_mgmt_ip
 CLUSTER_OWNER_TYPE = "Cluster"
 GR_SNAT_PORT_RANGE = "{}-{}".format(*GR_SNAT_PORTS)
 CLUSTER_OWNER = "default"
+MGMT_ALLOW_PRIORITY = 1001  # NetworkPolicy's allow tier: above its default deny
 
 
 def owner(owner_type: str, name: str) -> Owner:
@@ -63,6 +67,8 @@ def cluster_rows(config: Config) -> list[Row]:
         LoadBalancerGroup(names.CLUSTER_LB_GROUP),
         LoadBalancerGroup(names.CLUSTER_SWITCH_LB_GROUP),
         LoadBalancerGroup(names.CLUSTER_ROUTER_LB_GROUP),
+        # Rate limit of NetworkPolicy ACL logging (ovn-kubernetes' default).
+        Meter(names.ACL_LOGGING_METER, unit="pktps", bands=[MeterBand(rate=20)], fair=True),
     ]
 
 
@@ -85,6 +91,11 @@ def node_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterface
                           addresses=["router"], options={"router-port": rtos}),
         LogicalSwitchPort(names.mgmt_port(node), switch=node,
                           addresses=[f"{mgmt_mac} {mgmt_ip}"]),
+        # The node's own host (kubelet probes, host-network clients) reaches
+        # its pods whatever NetworkPolicy says, as in ovn-kubernetes.
+        ACL("to-lport", MGMT_ALLOW_PRIORITY,
+            f"{'ip4' if mgmt_ip.version == 4 else 'ip6'}.src == {mgmt_ip}", "allow-related",
+            switch=node, external_ids={"ip": str(mgmt_ip)}),
     ]
     if chassis:
         rows.append(GatewayChassis(f"{rtos}-{chassis}", router_port=rtos,
