@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from node import host_nodeports, netlink
 from node.cniserver import BRIDGE, CniHandler, CniServer
-from node.ct_zone_policy import ConntrackZonePolicies
 from node.gateway_flows import GatewayFlows
 from node.install import install_conflist, install_shim
 from node.kube import Kube, PodCache
@@ -55,7 +54,6 @@ class Agent:
     pods: PodCache | None = None
     server: CniServer | None = None
     flows: GatewayFlows | None = None
-    zone_policies: ConntrackZonePolicies | None = None
     chassis_id: str = ""
     _ready: str = "starting"
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -95,8 +93,6 @@ class Agent:
                 log.error("the host cannot reach its own NodePorts: %s", e)
             self.flows = GatewayFlows(GATEWAY_BRIDGE, o.gateway_interface, o.ovs_db,
                                       o.ovs_rundir, gateway.addresses, masq_port=masq).start()
-        if self.netdev:
-            self.zone_policies = ConntrackZonePolicies(self.ovs, o.ovs_db).start()
         self._ready = f"waiting for annotation {NODE_SUBNETS} on node {o.node_name}"
         subnets = self.wait_node_subnets()
         self.setup_management_port(subnets)
@@ -124,7 +120,6 @@ class Agent:
         steps: list[tuple[str, object | None, str]] = [
             ("CNI server", self.server, "stop"), ("pod watch", self.pods, "stop"),
             ("gateway flows", self.flows, "stop"),
-            ("conntrack zone policies", self.zone_policies, "stop"),
             ("OVS connection", self.ovs, "close"), ("Kubernetes client", self.kube, "close")]
         for what, part, method in steps:
             if part is None:
@@ -135,7 +130,6 @@ class Agent:
                 log.exception("stopping the %s", what)
         self.server, self.pods, self.ovs, self.kube = None, None, None, None
         self.flows = None
-        self.zone_policies = None
 
     # --- chassis ----------------------------------------------------------
 

@@ -16,6 +16,13 @@ from tests.waiting import eventually
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 
 
+class CommandError(subprocess.CalledProcessError):
+    """A failed command whose message carries its stderr (pytest shows it)."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()}: {(self.stderr or '').strip()}"
+
+
 def wait_for(fn: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> Any:
     return eventually(fn, timeout, what, interval=0.3)
 
@@ -30,7 +37,7 @@ class E2E:
                               *args], input=input, capture_output=True, text=True,
                              timeout=timeout)
         if res.returncode != 0:
-            raise subprocess.CalledProcessError(res.returncode, args, res.stdout, res.stderr)
+            raise CommandError(res.returncode, args, res.stdout, res.stderr)
         return res.stdout
 
     def apply(self, manifest: str, namespace: str = "default") -> None:

@@ -273,16 +273,31 @@ def test_client_ip_affinity_keeps_client_on_one_backend(env: Env) -> None:
     assert len(set(other)) == 1 and other[0] in env.backends, other
 
 
-def test_client_ip_affinity_with_timeout_first_connection(env: Env) -> None:
-    # OVN's learned (timed) affinity drops a new client's first SYN; the node
-    # agent's conntrack timeout policy lets the retransmit through (about 1 s).
+def _affinity_timeout_clients(env: Env) -> list[Callable[..., str]]:
+    return [env.in_pod(env.two[0]),
+            lambda *c, timeout=30: env.e.node_exec(env.n2, *c, timeout=timeout)]
+
+
+def test_client_ip_affinity_with_timeout_sticks(env: Env) -> None:
     lb = env.e.c.nbctl("--bare", "--columns=options", "find", "Load_Balancer",
                        "name=Service_default/svb-aff-timeout_TCP_cluster")
     assert "affinity_timeout=10800" in lb, lb
-    for client in (env.in_pod(env.two[0]),
-                   lambda *c, timeout=30: env.e.node_exec(env.n2, *c, timeout=timeout)):
-        got = env.probe(client, env.cip("svb-aff-timeout"), 80, 0, 5)["tcp"]
+    for client in _affinity_timeout_clients(env):
+        # A new client's first connection is lost (see the xfail below); from
+        # then on every connection lands on the backend OVN learned for it.
+        env.probe(client, env.cip("svb-aff-timeout"), 80, 0, 1)
+        got = env.probe(client, env.cip("svb-aff-timeout"), 80, 0, 8)["tcp"]
         assert len(set(got)) == 1 and got[0] in env.backends, got
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "OVN 23.03 drops a new client's first SYN to a Service with a timed ClientIP "
+    "affinity (lb_aff_learn) and its retransmits loop on that SYN_SENT conntrack "
+    "entry; a 1 s SYN_SENT timeout policy worked around it but makes OVS 3.1's "
+    "userspace conntrack abort (conn_update_state assertion) once ACLs are stateful"))
+def test_client_ip_affinity_with_timeout_first_connection(env: Env) -> None:
+    got = env.probe(env.in_pod(env.not_ready), env.cip("svb-aff-timeout"), 80, 0, 1)["tcp"]
+    assert got[0] in env.backends, got
 
 
 def test_etp_local_keeps_client_ip_and_only_local_nodes_answer(env: Env) -> None:
