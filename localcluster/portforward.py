@@ -39,6 +39,10 @@ def _serve(client: socket.socket, target: tuple[str, int]) -> None:
         client.close()
         return
     upstream.settimeout(None)
+    # A relay must not hold small writes back for the peer's delayed ACK
+    # (Nagle): that added ~40 ms to one API request in ten.
+    for s in (client, upstream):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     t = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
     t.start()
     _pipe(client, upstream)
