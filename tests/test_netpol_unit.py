@@ -4,6 +4,7 @@ becomes."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -285,3 +286,16 @@ def test_translation_is_deterministic() -> None:
     pods = [pod("a", "10.0.0.2"), pod("b", "10.0.0.1")]
     assert netpol.policy_rows(p, pods) == netpol.policy_rows(p, list(reversed(pods)))
     assert netpol.hash_for_ovn("x") == netpol.hash_for_ovn("x") != netpol.hash_for_ovn("y")
+
+
+def test_host_network_and_unscheduled_pods_are_never_selected() -> None:
+    from ovnkube.master.pods import network_ips
+    ann = {"k8s.ovn.org/pod-networks": json.dumps({"default": {
+        "ip_addresses": ["10.244.1.5/24"], "mac_address": "0a:58:0a:f4:01:05",
+        "gateway_ips": ["10.244.1.1"]}})}
+    base = {"metadata": {"namespace": "x", "name": "p", "annotations": ann}}
+    assert network_ips({**base, "spec": {"nodeName": "n1"}}) == ("10.244.1.5",)
+    assert network_ips({**base, "spec": {"nodeName": "n1", "hostNetwork": True}}) is None
+    assert network_ips({**base, "spec": {}}) is None
+    assert network_ips({**base, "spec": {"nodeName": "n1"},
+                        "status": {"phase": "Succeeded"}}) is None
