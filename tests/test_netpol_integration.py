@@ -206,7 +206,38 @@ def test_policy_objects_and_one_transaction_per_change(
     assert len(txns) == 1 and {t for t, _, _ in txns[0].rows} == {"Address_Set"}, \
         [t.rows for t in txns]
 
-    # 3. A restart with nothing changed writes nothing.
+    # 3. A policy update (its ingress port) rewrites that one ACL, nothing else.
+    mark = settle(ovn_central)
+    kobj.net.patch_namespaced_network_policy("web", x, {"spec": {"ingress": [{
+        "from": [{"podSelector": {"matchLabels": {"pod": "b"}}},
+                 {"namespaceSelector": {"matchLabels": {"team": "y"}}}],
+        "ports": [{"port": 8443}]}]}})
+    eventually(lambda: "tcp.dst == 8443" in acls(ovn_central, f"NP:{x}:")[
+        f"NP:{x}:web:Ingress:0"]["match"], timeout=20, what="updated ingress ACL")
+    settle(ovn_central)
+    txns = ours(nb_log(ovn_central), mark)
+    assert len(txns) == 1 and {(t, op) for t, _, op in txns[0].rows} == {("ACL", "update")}, \
+        [t.rows for t in txns]
+
+    # 4. A pod recreated under its name, now with another number for its named
+    # port (and the address it is given): the named-port clause follows.
+    kobj.net.patch_namespaced_network_policy("web", x, {"spec": {"ingress": [{
+        "ports": [{"port": "http"}]}]}})
+    kobj.delete_pod(x, "a")
+    eventually(lambda: f"{x}_a" not in port_groups(ovn_central)[pg], timeout=30,
+               what="x/a gone from the policy")
+    kobj.labeled_pod(x, "a", node, {"pod": "a"}, {"http": 7070})
+    eventually(lambda: pods_with_ports(ovn_central, f"{x}_a") or True, timeout=30,
+               what="new x/a port")
+    new_ip = eventually(lambda: kobj.pod_ip(x, "a"), timeout=30, what="new x/a address")
+
+    def follows() -> bool:
+        m = acls(ovn_central, f"NP:{x}:")[f"NP:{x}:web:Ingress:0"]["match"]
+        return (f"ip4.dst == {new_ip} && tcp && tcp.dst == 7070" in m
+                and port_groups(ovn_central)[pg] == {f"{x}_a"})
+    eventually(follows, timeout=30, what="named port and port group follow the new pod")
+
+    # 5. A restart with nothing changed writes nothing.
     mark = settle(ovn_central)
     master.stop()
     masters.daemons.remove(master)
@@ -214,7 +245,7 @@ def test_policy_objects_and_one_transaction_per_change(
     settle(ovn_central, quiet=3)
     assert ours(nb_log(ovn_central), mark) == []
 
-    # 4. Deleting the policy removes its rows, the namespace's default deny
+    # 6. Deleting the policy removes its rows, the namespace's default deny
     # and the address sets nothing else uses, in one transaction.
     mark = settle(ovn_central)
     kobj.net.delete_namespaced_network_policy("web", x)
