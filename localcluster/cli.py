@@ -17,6 +17,47 @@ def strip(xs: list[str]) -> list[str]:
     return xs[1:] if xs[:1] == ["--"] else xs
 
 
+#: Commands that hand their arguments to another program, with the options of
+#: ours they take first and whether a positional target (pod, node) follows.
+PASS_THROUGH: dict[str, tuple[tuple[str, ...], bool]] = {
+    "nbctl": (("--name",), False), "sbctl": (("--name",), False),
+    "kubectl": (("--name",), False), "vsctl": (("--name", "--node"), False),
+    "exec": (("--name",), True), "node-exec": (("--name",), True),
+}
+
+
+class UsageError(ValueError):
+    """A command line ovnkube-local cannot read (exit code 2)."""
+
+
+def split_pass_through(argv: list[str]) -> tuple[str, dict[str, str], str | None, list[str]]:
+    """(command, our options, target, the rest as given) for a pass-through
+    command: our options come first (`--name X` or `--name=X`), then the target
+    if the command takes one, then an optional `--`; everything after is the
+    other program's, untouched (`nbctl --bare --columns=name list ...`)."""
+    cmd, rest = argv[0], list(argv[1:])
+    names, wants_target = PASS_THROUGH[cmd]
+    opts: dict[str, str] = {}
+    while rest:
+        head = rest[0]
+        key, eq, value = head.partition("=")
+        if key not in names:
+            break
+        if eq:
+            rest = rest[1:]
+        elif len(rest) < 2:
+            raise UsageError(f"{cmd}: {head} needs a value")
+        else:
+            value, rest = rest[1], rest[2:]
+        opts[key.lstrip("-")] = value
+    target = None
+    if wants_target:
+        if not rest or rest[0] == "--":
+            raise UsageError(f"{cmd}: give the {'pod' if cmd == 'exec' else 'node'} first")
+        target, rest = rest[0], rest[1:]
+    return cmd, opts, target, strip(rest)
+
+
 def _progress(msg: str) -> None:
     print(msg, flush=True)
 
@@ -54,20 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     for cmd in ("down", "status", "kubeconfig"):
         sp = sub.add_parser(cmd)
         sp.add_argument("--name", default="ovnk")
-    for cmd in ("exec", "node-exec"):
-        sp = sub.add_parser(cmd)
-        sp.add_argument("--name", default="ovnk")
-        sp.add_argument("target", help="NAMESPACE/POD" if cmd == "exec" else "NODE")
-        sp.add_argument("command", nargs=argparse.REMAINDER)
-    for cmd in ("nbctl", "sbctl", "kubectl"):
-        sp = sub.add_parser(cmd)
-        sp.add_argument("--name", default="ovnk")
-        sp.add_argument("args", nargs=argparse.REMAINDER)
-    sp = sub.add_parser("vsctl")
-    sp.add_argument("--name", default="ovnk")
-    sp.add_argument("--node", required=True)
-    sp.add_argument("args", nargs=argparse.REMAINDER)
-    a = p.parse_args(argv)
+    for cmd, (names, target) in PASS_THROUGH.items():
+        sub.add_parser(cmd, help=f"[{' X] ['.join(names)} X]"
+                       + (" TARGET" if target else "") + " [--] ARGS... (passed on as given)")
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = bool(args[:1]) and args[0] in ("-v", "--verbose")
+    if verbose:
+        args = args[1:]
+    if args and args[0] in PASS_THROUGH:
+        try:
+            return pass_through(*split_pass_through(args))
+        except UsageError as e:
+            print(f"ovnkube-local: {e}", file=sys.stderr)
+            return 2
+    a = p.parse_args(args)
+    a.verbose = a.verbose or verbose
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.WARNING)
     try:
         if a.cmd == "up":
@@ -101,28 +143,44 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "kubeconfig":
             print(c.s.kubeconfig)
             return 0
-        if a.cmd == "exec":
-            return _exec_in(_pod_netns(c, a.target), strip(a.command))
-        if a.cmd == "node-exec":
-            if a.target not in c.s.nodes:
-                raise LookupError(f"no node {a.target!r}; nodes: {', '.join(c.s.nodes)}")
-            return _exec_in(c.s.node_netns(a.target), strip(a.command))
-        if a.cmd == "nbctl":
-            os.execvp("ovn-nbctl", ["ovn-nbctl", f"--db=unix:{c.s.nb_sock}", *strip(a.args)])
-        if a.cmd == "sbctl":
-            os.execvp("ovn-sbctl", ["ovn-sbctl", f"--db=unix:{c.s.sb_sock}", *strip(a.args)])
-        if a.cmd == "vsctl":
-            if a.node not in c.s.ovs_nodes:
-                raise LookupError(f"no node {a.node!r}; nodes: {', '.join(c.s.nodes)}")
-            db = f"unix:{c.s.ovs_nodes[a.node]}/db.sock"
-            os.execvp("ovs-vsctl", ["ovs-vsctl", f"--db={db}", *strip(a.args)])
-        if a.cmd == "kubectl":
-            kubectl = kube_bin("kubectl")
-            os.execv(kubectl, [kubectl, f"--kubeconfig={c.s.kubeconfig}", *strip(a.args)])
     except (LookupError, ValueError, FileExistsError, TimeoutError, RuntimeError) as e:
         print(f"ovnkube-local: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def pass_through(cmd: str, opts: dict[str, str], target: str | None, rest: list[str]) -> int:
+    """Run (exec) the program a pass-through command stands for."""
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        c = lc.load(opts.get("name", "ovnk"))
+        if cmd == "exec":
+            assert target is not None
+            return _exec_in(_pod_netns(c, target), rest)
+        if cmd == "node-exec":
+            if target not in c.s.nodes:
+                raise LookupError(f"no node {target!r}; nodes: {', '.join(c.s.nodes)}")
+            return _exec_in(c.s.node_netns(target), rest)
+        if cmd == "nbctl":
+            os.execvp("ovn-nbctl", ["ovn-nbctl", f"--db=unix:{c.s.nb_sock}", *rest])
+        if cmd == "sbctl":
+            os.execvp("ovn-sbctl", ["ovn-sbctl", f"--db=unix:{c.s.sb_sock}", *rest])
+        if cmd == "vsctl":
+            node = opts.get("node")
+            if node is None:
+                raise UsageError(f"vsctl: give --node NODE (nodes: {', '.join(c.s.nodes)})")
+            if node not in c.s.ovs_nodes:
+                raise LookupError(f"no node {node!r}; nodes: {', '.join(c.s.nodes)}")
+            db = f"unix:{c.s.ovs_nodes[node]}/db.sock"
+            os.execvp("ovs-vsctl", ["ovs-vsctl", f"--db={db}", *rest])
+        kubectl = kube_bin("kubectl")
+        os.execv(kubectl, [kubectl, f"--kubeconfig={c.s.kubeconfig}", *rest])
+    except UsageError:
+        raise
+    except (LookupError, ValueError, FileNotFoundError) as e:
+        print(f"ovnkube-local: {e}", file=sys.stderr)
+        return 1
+    return 127  # not reached: exec replaced this process
 
 
 if __name__ == "__main__":
