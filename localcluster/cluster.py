@@ -20,7 +20,9 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -354,6 +356,20 @@ class Cluster:
         from localcluster.sweep import our_pids
         for pid in our_pids(marker=s.dir):
             stop_pid(pid, timeout=3)
+        # Return only when nothing of the cluster is left, so `down && up` works.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            live = [p for p in our_pids(marker=s.dir) if pid_alive(p)]
+            for pid in live:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            left = nets.list_netns(netns_prefix(s.name))
+            for ns in left:
+                with contextlib.suppress(Exception):
+                    nets.delete_netns(ns)
+            if not live and not left:
+                break
+            time.sleep(0.1)
         shutil.rmtree(s.dir, ignore_errors=True)
 
 

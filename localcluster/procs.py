@@ -145,9 +145,27 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def group_alive(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group `pgid`."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            out.append(int(p))
+    return out
+
+
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
     """Stop a daemon by its process group, whether this process or an earlier
-    one started it."""
+    one started it; return once no process of the group is left (a leader
+    that exits before its children, or children still writing their
+    databases, would otherwise outlive `down`)."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
@@ -158,7 +176,8 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
         while time.monotonic() < deadline:
             if not pid_alive(pid):
                 _reap(pid)
-                return
+                if not group_alive(pid):
+                    return
             time.sleep(0.05)
 
 

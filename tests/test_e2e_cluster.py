@@ -94,6 +94,13 @@ def test_second_cluster_beside_and_down_leaves_nothing(local_cluster: E2E) -> No
     assert not cluster_dir(name).exists()
     leftover = subprocess.run(["pgrep", "-f", d], capture_output=True, text=True).stdout
     assert leftover == ""
+    # `down && up` with the same name just works: nothing of the old one is in the way.
+    again = Cluster.create(name, 1)
+    try:
+        assert again.kubectl("get", "nodes", "-o", "name").split() == [f"node/{name}-worker"]
+    finally:
+        again.down()
+    assert nets.list_netns(netns_prefix(name)) == [] and our_pids(marker=d) == []
 
 
 def test_command_line(local_cluster: E2E) -> None:
@@ -119,6 +126,11 @@ def test_command_line(local_cluster: E2E) -> None:
     n1 = e.nodes[0]
     assert "br-ex" in run("node-exec", "--name", name, n1, "--", "ip", "-br", "addr")
     assert f"({n1})" in run("nbctl", "--name", name, "--", "show")
+    # Options of the other program pass as given, with or without `--`.
+    assert n1 in run("nbctl", "--name", name, "--bare", "--columns=name", "list",
+                     "Logical_Switch").split()
+    assert run("kubectl", "--name", name, "get", "nodes", "-o", "name").split() == [
+        f"node/{n}" for n in e.nodes]
     assert f"Chassis {n1}" in run("sbctl", "--name", name, "--", "show")
     assert set(run("vsctl", "--name", name, "--node", n1, "--", "list-br").split()) == {
         "br-int", "br-ex"}
