@@ -199,6 +199,17 @@ class _NbIdl(ovs.db.idl.Idl):
             cb(event, row, updates)
 
 
+def _checked(owner: Owner, rows: Iterable[Row]) -> tuple[Row, ...]:
+    """The rows of one apply, refused before anything is queued if malformed."""
+    if not isinstance(owner, Owner):
+        raise TypeError(f"owner must be an Owner, got {owner!r}")
+    rs = tuple(rows)
+    for r in rs:
+        if not isinstance(r, Row) or not r.TABLE:
+            raise TypeError(f"{owner}: not a northd_sync row: {r!r}")
+    return rs
+
+
 def split_remotes(remote: str) -> list[str]:
     """Comma-separated remotes, the way python-ovs' Idl splits them."""
     out: list[str] = []
@@ -377,14 +388,9 @@ class NorthdSync:
         update the different, delete the owner's rows not listed. One transaction
         (shared with other applies queued at the same moment); none if nothing
         differs. With wait=False returns a Future."""
-        if not isinstance(owner, Owner):
-            raise TypeError(f"owner must be an Owner, got {owner!r}")
-        rs = tuple(rows)
-        for r in rs:
-            if not isinstance(r, Row) or not r.TABLE:
-                raise TypeError(f"{owner}: not a northd_sync row: {r!r}")
         fut: Future[ApplyResult] = Future()
-        self._submit(_Item(owner, rs, [fut], time.monotonic() + self.timeout))
+        self._submit(_Item(owner, _checked(owner, rows), [fut],
+                           time.monotonic() + self.timeout))
         return fut.result() if wait else fut
 
     def apply_many(self, changes: Mapping[Owner, Iterable[Row]]
@@ -392,16 +398,9 @@ class NorthdSync:
         """Apply several owners at once (an empty row list deletes the owner):
         queued together, so they share one transaction unless the batch would
         exceed max_batch_rows. Returns one Future per owner, in order."""
-        items: list[_Item] = []
         deadline = time.monotonic() + self.timeout
-        for owner, rows in changes.items():
-            if not isinstance(owner, Owner):
-                raise TypeError(f"owner must be an Owner, got {owner!r}")
-            rs = tuple(rows)
-            for r in rs:
-                if not isinstance(r, Row) or not r.TABLE:
-                    raise TypeError(f"{owner}: not a northd_sync row: {r!r}")
-            items.append(_Item(owner, rs, [Future()], deadline))
+        items = [_Item(owner, _checked(owner, rows), [Future()], deadline)
+                 for owner, rows in changes.items()]
         if items:
             self._submit(*items)
         return [it.futures[0] for it in items]

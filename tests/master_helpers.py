@@ -14,7 +14,7 @@ from kubernetes import client
 
 from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral
-from localcluster.procs import Daemon
+from localcluster.procs import Daemon, DaemonSet
 from ovnkube.annotations import L3_GATEWAY_CONFIG, NODE_CHASSIS_ID, L3GatewayConfig
 from tests.waiting import eventually as eventually  # re-exported for the tests
 
@@ -28,6 +28,16 @@ def start_master(cp: KubeControlPlane, central: OvnCentral, workdir: Path, name:
                       "--loglevel=info", *extra],
                workdir / f"{name}.log", env={"PYTHONPATH": str(ROOT)})
     return d.start()
+
+
+def run_master(masters: DaemonSet, cp: KubeControlPlane, central: OvnCentral, workdir: Path,
+               name: str = "master") -> Daemon:
+    """A master without leader election, added to `masters`; returns once started."""
+    d = start_master(cp, central, workdir, name, "--no-leader-elect")
+    masters.daemons.append(d)
+    eventually(lambda: "master started" in d.log_path.read_text(), timeout=90,
+               what=f"{name} started")
+    return d
 
 
 class KubeObjects:

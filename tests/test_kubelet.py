@@ -388,10 +388,16 @@ def test_kubelet_stop_leaves_nothing(kube_cluster: KubeControlPlane, kube: Kube,
             kube.create_pod(ns, pod_manifest(name, n.name, [netexec()]))
         for name in ("a", "b"):
             kube.wait_pod(ns, name, running_ready, "Running and Ready")
-        procs = n.our_processes()
         assert len(n.pod_namespaces()) == 2
-        assert sum(v.split(" ", 1)[1].startswith(f"{sys.executable} -m localcluster.agnhost")
-                   for v in procs.values()) == 2
+
+        def both_agnhosts() -> dict[int, str] | None:
+            # Running is reported once a container's shim runs; its agnhost
+            # child may still be starting: wait for what is counted below.
+            procs = n.our_processes()
+            agnhosts = sum(v.split(" ", 1)[1].startswith(
+                f"{sys.executable} -m localcluster.agnhost") for v in procs.values())
+            return procs if agnhosts == 2 else None
+        procs = eventually(both_agnhosts, 30, "both containers' agnhost processes")
         n.stop_kubelet()
         assert n.pod_namespaces() == []
         assert still_running(procs) == {} and n.our_processes() == {}

@@ -21,10 +21,10 @@ from kubernetes import client
 
 from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral
-from localcluster.procs import Daemon, DaemonSet
+from localcluster.procs import DaemonSet
 from ovnkube.annotations import NODE_CHASSIS_ID
 from ovnkube.kubeclient import node_path, patch_annotations
-from tests.master_helpers import KubeObjects, eventually, start_master
+from tests.master_helpers import KubeObjects, eventually, run_master
 from tests.nblog import log_mark, nb_log, nb_table, ours, settle
 
 MASQ = "169.254.169.1"  # the gateway router's masquerade VIP: the node host's own NodePorts
@@ -117,15 +117,6 @@ def kobj(kube_cluster: KubeControlPlane) -> Iterator[Objects]:
         yield k
     finally:
         k.cleanup()
-
-
-def run_master(masters: DaemonSet, cp: KubeControlPlane, central: OvnCentral, workdir: Path,
-               name: str = "master") -> Daemon:
-    d = start_master(cp, central, workdir, name, "--no-leader-elect")
-    masters.daemons.append(d)
-    eventually(lambda: "master started" in d.log_path.read_text(), timeout=90,
-               what=f"{name} started")
-    return d
 
 
 def no_leftovers(k: Objects) -> None:
