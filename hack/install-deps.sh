@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping
-              tcpdump openssl procps psmisc curl python3-venv nftables)
+              tcpdump openssl procps psmisc curl python3-venv nftables
+              netcat-openbsd bind9-dnsutils)
 
 # --- Debian packages --------------------------------------------------------
 missing=()

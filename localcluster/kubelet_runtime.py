@@ -23,16 +23,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from localcluster.images import Image, ImageError, argv_for, load_map
 from localcluster.netns import enter_netns
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-AGNHOST_IMAGE = re.compile(r"(^|/)e2e-test-images/agnhost([:@]|$)")
-NO_IMAGE_MSG = "images cannot be pulled here; give a command"
 # The shim: forward nothing, ignore TERM/INT itself (the whole process group is
 # signalled, so the container gets them), write the container's status.
 SHIM = 'f=$1; shift; trap : TERM INT; "$@"; echo $? > "$f"'
@@ -217,23 +217,17 @@ def agnhost_argv(python: str) -> list[str]:
     return [python, "-m", "localcluster.agnhost"]
 
 
-def container_argv(spec: dict[str, Any], python: str) -> list[str]:
-    """What to run for a container: its command/args as host binaries, or our
-    agnhost for the agnhost image (whose entrypoint is /agnhost, CMD pause),
-    or agnhost pause for a pause image with no command."""
-    image = str(spec.get("image") or "")
-    command = list(spec.get("command") or [])
-    args = list(spec.get("args") or [])
-    if AGNHOST_IMAGE.search(image.split("@")[0]):
-        if command and os.path.basename(command[0]) == "agnhost":
-            return [*agnhost_argv(python), *command[1:], *args]
-        if not command:
-            return [*agnhost_argv(python), *(args or ["pause"])]
-    elif not command and "pause" in image.rsplit("/", 1)[-1]:
-        return [*agnhost_argv(python), "pause"]
-    if not command:
-        raise StartError("ErrImagePull", f'image "{image}": {NO_IMAGE_MSG}', exit_code=None)
-    return command + args
+def container_argv(spec: dict[str, Any], python: str,
+                   images: Mapping[str, Image] | None = None) -> list[str]:
+    """What to run for a container, by the image map (localcluster/images.py):
+    its command and args with the image's entrypoint and cmd, as Kubernetes
+    combines them. An image the map does not know cannot be pulled."""
+    try:
+        return argv_for(str(spec.get("image") or ""), list(spec.get("command") or []),
+                        list(spec.get("args") or []), python,
+                        load_map() if images is None else images)
+    except ImageError as e:
+        raise StartError("ErrImagePull", str(e), exit_code=None) from None
 
 
 _VAR_REF = re.compile(r"\$\$|\$\(([-._a-zA-Z0-9]+)\)")

@@ -143,3 +143,25 @@ def test_command_line(local_cluster: E2E) -> None:
     res = subprocess.run([*cli, "status", "--name", "nosuch"], capture_output=True, text=True,
                          timeout=30, cwd=str(Path(__file__).resolve().parent.parent))
     assert res.returncode == 1 and "no cluster named 'nosuch'" in res.stderr
+
+
+def test_kubectl_run_busybox_and_unknown_image(local_cluster: E2E) -> None:
+    """`kubectl run --image=busybox -- sleep 3600` runs (args after the image's
+    empty entrypoint); an image the map does not know waits in ErrImagePull,
+    its message naming the image and the map."""
+    e = local_cluster
+    e.kubectl("run", "bb", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+    e.kubectl("run", "ng", "--image=nginx:1.27", "--restart=Never")
+    try:
+        wait_for(lambda: e.get("pod", "bb")["status"].get("phase") == "Running", 60,
+                 "busybox pod running")
+
+        def pull_error() -> str | None:
+            st = e.get("pod", "ng")["status"].get("containerStatuses") or []
+            w = (st[0].get("state") or {}).get("waiting") or {} if st else {}
+            return w.get("message") if w.get("reason") in ("ErrImagePull", "ImagePullBackOff") \
+                else None
+        msg = wait_for(pull_error, 60, "ErrImagePull for nginx")
+        assert '"nginx:1.27"' in msg and "images.json" in msg, msg
+    finally:
+        e.kubectl("delete", "pod", "bb", "ng", "--wait=false")

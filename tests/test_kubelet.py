@@ -253,13 +253,13 @@ def test_cni_error_becomes_event_and_is_retried(node: KubeletNode, kube: Kube,
     _wait_gone(kube, ns, "bad-pod")
 
 
-def test_image_without_command_waits_honestly(node: KubeletNode, kube: Kube, ns: str) -> None:
+def test_unknown_image_waits_honestly(node: KubeletNode, kube: Kube, ns: str) -> None:
     kube.create_pod(ns, pod_manifest("nginx", node.name, [{"name": "web", "image": "nginx"}]))
     p = kube.wait_pod(ns, "nginx", lambda p: (container_status(p)["state"].get("waiting")
                                                or {}).get("reason") == "ErrImagePull",
                       "waiting with ErrImagePull")
     w = container_status(p)["state"]["waiting"]
-    assert "images cannot be pulled here; give a command" in w["message"]
+    assert '"nginx" is not in the image map' in w["message"] and "images.json" in w["message"]
     assert p["status"]["phase"] == "Pending"
 
 

@@ -18,7 +18,6 @@ from localcluster.kubelet_cni import (
     result_ips,
 )
 from localcluster.kubelet_runtime import (
-    NO_IMAGE_MSG,
     ProbeState,
     StartError,
     container_argv,
@@ -153,7 +152,8 @@ def test_what_a_container_runs() -> None:
         ["sleep", "1"]
     with pytest.raises(StartError) as e:
         container_argv({"image": "nginx", "args": ["-g", "daemon off;"]}, PY)
-    assert e.value.reason == "ErrImagePull" and NO_IMAGE_MSG in e.value.message
+    assert e.value.reason == "ErrImagePull" and '"nginx"' in e.value.message
+    assert "images.json" in e.value.message
     assert e.value.exit_code is None
 
 
