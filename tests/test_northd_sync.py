@@ -38,9 +38,11 @@ from northd_sync import (
     Owner,
     PortGroup,
     Row,
+    SyncReport,
     TransactionError,
 )
 from tests.northd_helpers import as_list, names, nb_list
+from tests.waiting import eventually
 
 NODE = Owner("node", "n1")
 
@@ -232,9 +234,13 @@ def test_sync_report_then_repair(ovn_central: OvnCentral, nb: NorthdSync) -> Non
                       f"external_ids:{ID_KEY}=leftover")
     desired = {o.name: r for o, r in (pod(5), pod(6), pod(7))}
     t = txns(nb)
-    report = nb.sync("pod", desired, repair=False)
+
+    def damage_seen() -> SyncReport | None:
+        # ovn-nbctl's commits reach the engine's IDL cache a moment later.
+        r = nb.sync("pod", desired, repair=False)
+        return r if (r.missing, r.extra, r.changed) == (1, 1, 1) else None
+    report = eventually(damage_seen, 10, "the engine sees the three damages")
     assert txns(nb) == t
-    assert report.missing == 1 and report.extra == 1 and report.changed == 1
     assert report.diffs["ns/p6"].missing == [("Logical_Switch_Port", "ns_p6")]
     assert report.diffs["ns/p7"].extra == [("Address_Set", "leftover")]
     [ch] = report.diffs["ns/p5"].changed

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from northd_sync import NorthdSync
 from northd_sync.errors import MissingReferenceError
@@ -343,21 +342,3 @@ class NetworkPolicyController:
                 # A pod's port went away (or is not there yet): its events follow.
                 raise RetryLater(str(errors[0]))
             raise errors[0]
-
-    def resync_all(self) -> None:
-        """Forget what was written so the next flush re-checks every owner."""
-        with self._lock:
-            for o in list(self._applied):
-                self._dirty.add(o)
-            self._applied.clear()
-            self._kick()
-
-    def idle(self) -> bool:
-        with self._lock:
-            return not self._dirty and self.queue.idle()
-
-    def stats(self) -> dict[str, Any]:
-        with self._lock:
-            return {"policies": len(self._policies), "peers": len(self._peer_refs),
-                    "pods": sum(len(p) for p in self._pods.values())}
-
