@@ -349,14 +349,11 @@ class Cluster:
                     netns=s.node_netns(node), check=False, timeout=15)
         for d in reversed(s.daemons):
             stop_pid(d.pid)
-        # Pod namespaces a kubelet could not remove, then ours.
-        for ns in nets.list_netns(netns_prefix(s.name)):
-            with contextlib.suppress(Exception):
-                nets.delete_netns(ns)
         from localcluster.sweep import our_pids
         for pid in our_pids(marker=s.dir):
             stop_pid(pid, timeout=3)
-        # Return only when nothing of the cluster is left, so `down && up` works.
+        # Pod namespaces a kubelet could not remove, then ours; return only
+        # when nothing of the cluster is left, so `down && up` works.
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             live = [p for p in our_pids(marker=s.dir) if pid_alive(p)]

@@ -254,7 +254,7 @@ def test_named_ports_resolve_per_destination_pod() -> None:
 def test_egress_named_ports_resolve_on_peer_pods() -> None:
     p = pol({"podSelector": {}, "egress": [{"to": [{"podSelector": {
         "matchLabels": {"pod": "b"}}}], "ports": [{"port": "http"}]}]})
-    assert netpol.named_port_egress_rules(p) == [0]
+    assert p.named_port_egress == (0,) and not p.named_port_egress_anywhere
     b = pod("b", "10.244.2.6", ports=(("http", "TCP", 8081),), pod="b")
     m = only_acl(netpol.policy_rows(p, [], {0: [b]})).match
     assert m.endswith(f"ip4.dst == {as_of('x', {'matchLabels': {'pod': 'b'}})} && "

@@ -38,7 +38,6 @@ NAMESPACE_OWNER = "NetpolNamespace"
 POLICY_OWNER = "NetworkPolicy"
 ADDRESS_SET_OWNER = "PodSelectorAddressSet"
 NAME_KEY = "k8s.ovn.org/name"
-ACL_LOGGING_METER = names.ACL_LOGGING_METER
 
 DEFAULT_DENY_PRIORITY = 1000
 DEFAULT_ALLOW_PRIORITY = 1001
@@ -79,13 +78,17 @@ def _family(ip: str) -> int:
     return ipaddress.ip_address(ip).version
 
 
+def _sorted_ips(ips: Iterable[str]) -> list[str]:
+    """Distinct addresses in numeric order (so equal inputs give equal rows)."""
+    return sorted(set(ips), key=lambda a: ipaddress.ip_address(a).packed)
+
+
 # --- address sets -----------------------------------------------------------
 
 def address_set_rows(peer: PeerSelector, pods: Iterable[PodFact],
                      families: Sequence[int] = (4,)) -> list[Row]:
     """One address set per family with the IPs of the pods the peer selects."""
-    ips = sorted({ip for p in pods for ip in p.ips},
-                 key=lambda a: ipaddress.ip_address(a).packed)
+    ips = _sorted_ips(ip for p in pods for ip in p.ips)
     return [AddressSet(address_set_name(peer, f),
                        addresses=[ip for ip in ips if _family(ip) == f],
                        external_ids={NAME_KEY: peer.id, "ip-family": FAMILIES[f]})
@@ -98,7 +101,7 @@ def _logged(acl: ACL, severity: str | None) -> ACL:
     """The ACL with logging on at `severity` (rate-limited by the shared meter)."""
     if severity is None:
         return acl
-    return replace(acl, log=True, severity=severity, meter=ACL_LOGGING_METER)
+    return replace(acl, log=True, severity=severity, meter=names.ACL_LOGGING_METER)
 
 
 def _or(alts: Sequence[str]) -> str:
@@ -192,7 +195,7 @@ def _l4_match(rule: Rule, dest_pods: Iterable[PodFact]) -> str | None:
             if n is not None:
                 by_number[n].extend(pod.ips)
         for n in sorted(by_number):
-            ips = sorted(set(by_number[n]), key=lambda a: ipaddress.ip_address(a).packed)
+            ips = _sorted_ips(by_number[n])
             for f in sorted({_family(i) for i in ips}):
                 fam = [i for i in ips if _family(i) == f]
                 alts.append(f"{_set_match(f'{_ip(f)}.dst', fam)} && {_l4(spec.protocol, spec, n)}")
@@ -241,11 +244,3 @@ def policy_rows(policy: Policy, selected: Iterable[PodFact],
                 external_ids={NAME_KEY: policy.key, "direction": direction,
                               "gress-index": str(i)}), logging.allow))
     return rows
-
-
-def named_port_egress_rules(policy: Policy) -> list[int]:
-    """Indexes of egress rules whose ports name container ports."""
-    if not policy.egress:
-        return []
-    return [i for i, r in enumerate(policy.egress_rules)
-            if any(isinstance(p.port, str) for p in r.ports)]

@@ -9,6 +9,7 @@ event changed anything that matters.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -95,6 +96,20 @@ class Policy:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @functools.cached_property
+    def named_port_egress(self) -> tuple[int, ...]:
+        """Indexes of egress rules whose ports name container ports (resolved
+        on the destination pods, so those rules follow the peers' pods)."""
+        if not self.egress:
+            return ()
+        return tuple(i for i, r in enumerate(self.egress_rules)
+                     if any(isinstance(p.port, str) for p in r.ports))
+
+    @functools.cached_property
+    def named_port_egress_anywhere(self) -> bool:
+        """An egress rule with named ports and no peers: every pod is a destination."""
+        return any(self.egress_rules[i].any_peer for i in self.named_port_egress)
 
     def peers(self) -> set[PeerSelector]:
         rules = (self.ingress_rules if self.ingress else ()) + \

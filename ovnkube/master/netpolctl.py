@@ -104,7 +104,7 @@ class NetworkPolicyController:
                 if peer not in self._peer_refs:
                     self._add_peer(peer)
                 self._peer_refs[peer].add(key)
-            if any(pol.egress_rules[i].any_peer for i in netpol.named_port_egress_rules(pol)):
+            if pol.named_port_egress_anywhere:
                 self._any_named.add(key)
         return old
 
@@ -157,7 +157,7 @@ class NetworkPolicyController:
     def _mark_peer(self, peer: PeerSelector) -> None:
         self._mark(netpol.ADDRESS_SET_OWNER, peer.id)
         for pk in self._peer_refs.get(peer, ()):  # egress named ports resolve on peer pods
-            if netpol.named_port_egress_rules(self._policies[pk]):
+            if self._policies[pk].named_port_egress:
                 self._mark_policy(pk)
 
     def _kick(self) -> None:
@@ -173,9 +173,9 @@ class NetworkPolicyController:
                 self._ready.discard(key)
             if before == fact and old is not new:
                 return
-            for f in {before, fact} - {None}:
-                assert f is not None
-                self._mark_pod(f)
+            for f in (before, fact):
+                if f is not None:
+                    self._mark_pod(f)
             self._kick()
 
     def port_ready(self, key: str) -> None:
@@ -280,7 +280,7 @@ class NetworkPolicyController:
         if pol is None:
             return ()
         dests: dict[int, list[PodFact]] = {}
-        for i in netpol.named_port_egress_rules(pol):
+        for i in pol.named_port_egress:
             rule = pol.egress_rules[i]
             if rule.any_peer:
                 dests[i] = [p for pods in self._pods.values() for p in pods.values()]
