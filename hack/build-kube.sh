@@ -9,7 +9,8 @@ ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
 HELM_VERSION=${HELM_VERSION:-v3.18.6}
 CACHE=${OVNKUBE_CACHE:-$HOME/.cache/ovnkube}
 OUT="$CACHE/$KUBE_VERSION/bin"
-BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd helm)
+KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
+BINS=("${KUBE_CMDS[@]}" etcd helm)
 
 have_all() {
   for b in "${BINS[@]}"; do [ -x "$OUT/$b" ] || return 1; done
@@ -27,8 +28,9 @@ trap 'rm -rf "$work"' EXIT
 start=$(date +%s)
 
 # --- Kubernetes -------------------------------------------------------------
-if ! { [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kube-controller-manager" ] \
-       && [ -x "$OUT/kube-scheduler" ] && [ -x "$OUT/kubectl" ]; }; then
+missing=()
+for c in "${KUBE_CMDS[@]}"; do [ -x "$OUT/$c" ] || missing+=("k8s.io/kubernetes/cmd/$c"); done
+if [ ${#missing[@]} -gt 0 ]; then
   mkdir -p "$work/kube" && cd "$work/kube"
   go mod init ovnkube.local/kubebuild >/dev/null 2>&1
   # k8s.io/kubernetes points its staging modules at ./staging; replace each
@@ -48,11 +50,7 @@ if ! { [ -x "$OUT/kube-apiserver" ] && [ -x "$OUT/kube-controller-manager" ] \
   done
   echo "building Kubernetes $KUBE_VERSION (this takes a while the first time)"
   go mod download k8s.io/kubernetes
-  go build -trimpath -ldflags "$ld" -o "$OUT/" \
-    k8s.io/kubernetes/cmd/kube-apiserver \
-    k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler \
-    k8s.io/kubernetes/cmd/kubectl
+  go build -trimpath -ldflags "$ld" -o "$OUT/" "${missing[@]}"
 fi
 
 # --- etcd -------------------------------------------------------------------

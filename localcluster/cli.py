@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="create a cluster")
     up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--kubelet", choices=("netns", "real"), default="netns",
+                    help="netns: the project's Python kubelet; real: Kubernetes' kubelet "
+                         "over the project's CRI runtime (kubectl exec/logs/port-forward)")
     up.add_argument("--name", default="ovnk")
     for cmd in ("down", "status", "kubeconfig"):
         sp = sub.add_parser(cmd)
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "up":
             t0 = time.monotonic()
-            c = lc.Cluster.create(a.name, a.nodes, _progress)
+            c = lc.Cluster.create(a.name, a.nodes, _progress, kubelet=a.kubelet)
             print(f"up in {time.monotonic() - t0:.1f}s\n"
                   f"kubeconfig: {c.s.kubeconfig}\n"
                   f"  export KUBECONFIG={c.s.kubeconfig}\n"

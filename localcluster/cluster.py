@@ -30,9 +30,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from localcluster import netns as nets
+from localcluster import realkubelet
+from localcluster.cri.cleanup import created_mountpoints, kill_containers, remove_mountpoints
 from localcluster.kube import KubeControlPlane, kube_bin
 from localcluster.ovn import OvnCentral, OvnController, OvsNode
 from localcluster.procs import Daemon, pid_alive, run, stop_pid
+from localcluster.realkubelet import restore_kernel_tunables, save_kernel_tunables
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = Path("/tmp")
 CLUSTER_CIDR = "10.244.0.0/16/24"
 SERVICE_CIDR = "10.96.0.0/16"
+KUBELETS = ("netns", "real")
 
 
 def cluster_dir(name: str) -> Path:
@@ -80,6 +84,9 @@ class State:
     daemons: list[DaemonRecord] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     ovs_nodes: dict[str, str] = field(default_factory=dict)  # node -> its OVS dir
+    # "netns": the project's Python kubelet; "real": Kubernetes' kubelet over
+    # the project's CRI runtime (localcluster/cri).
+    kubelet: str = "netns"
 
     @property
     def underlay(self) -> ipaddress.IPv4Network:
@@ -156,10 +163,13 @@ class Cluster:
 
     # --- bring-up ------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, nodes: int, progress: Progress | None = None) -> Cluster:
+    def create(cls, name: str, nodes: int, progress: Progress | None = None,
+               kubelet: str = "netns") -> Cluster:
         check_name(name)
         if not 1 <= nodes <= 50:
             raise ValueError(f"--nodes {nodes}: want 1 to 50")
+        if kubelet not in KUBELETS:
+            raise ValueError(f"--kubelet {kubelet!r}: want one of {', '.join(KUBELETS)}")
         d = cluster_dir(name)
         if (d / "state.json").exists():
             raise FileExistsError(f"cluster {name!r} exists; `ovnkube-local down --name {name}` "
@@ -170,7 +180,7 @@ class Cluster:
                                   f"{', '.join(stale)}; run `ovnkube-local down --name {name}`")
         index = next(i for i in range(0, 250) if i not in used_indexes())
         d.mkdir(parents=True, exist_ok=True)
-        state = State(name, index, node_names(name, nodes), str(d))
+        state = State(name, index, node_names(name, nodes), str(d), kubelet=kubelet)
         state.save()
         c = cls(state, progress)
         try:
@@ -259,16 +269,27 @@ class Cluster:
         for dm in ovs.daemons.daemons:
             self._record(dm)
         cni_bin, cni_conf = d / "cni" / "bin", d / "cni" / "net.d"
-        # In our mount namespace (not `ip netns exec`'s), so the pod namespaces
-        # it creates are visible to the node agent.
-        kubelet = Daemon("kubelet", [
-            sys.executable, "-m", "localcluster.nsexec", ns,
-            sys.executable, "-m", "localcluster.kubelet", f"--node-name={node}",
-            f"--kubeconfig={s.inner_kubeconfig}", f"--cni-conf-dir={cni_conf}",
-            f"--cni-bin-dir={cni_bin}", f"--pod-netns-prefix={s.netns(f'p{idx}-')}",
-            f"--state-dir={d / 'kubelet'}", f"--node-ip={s.node_ip(node)}",
-        ], d / "kubelet.log", env={"PYTHONPATH": str(ROOT)}).start()
-        self._record(kubelet)
+        if s.kubelet == "real":
+            save_kernel_tunables()
+            runtime, kubelet = realkubelet.node_daemons(
+                node, ns, s.node_ip(node), d, s.inner_kubeconfig,
+                Path(s.dir) / "kube" / "pki" / "ca.crt", cni_conf, cni_bin,
+                s.netns(f"p{idx}-"), cluster_dns=[])
+            self._record(runtime.start())
+            sock = realkubelet.cri_socket_path(d)
+            runtime.wait_until(sock.exists, timeout=60, what=f"serving on {sock}")
+            self._record(kubelet.start())
+        else:
+            # In our mount namespace (not `ip netns exec`'s), so the pod namespaces
+            # it creates are visible to the node agent.
+            kubelet = Daemon("kubelet", [
+                sys.executable, "-m", "localcluster.nsexec", ns,
+                sys.executable, "-m", "localcluster.kubelet", f"--node-name={node}",
+                f"--kubeconfig={s.inner_kubeconfig}", f"--cni-conf-dir={cni_conf}",
+                f"--cni-bin-dir={cni_bin}", f"--pod-netns-prefix={s.netns(f'p{idx}-')}",
+                f"--state-dir={d / 'kubelet'}", f"--node-ip={s.node_ip(node)}",
+            ], d / "kubelet.log", env={"PYTHONPATH": str(ROOT)}).start()
+            self._record(kubelet)
         agent = Daemon("ovnkube-node", [
             sys.executable, "-m", "ovnkube.cli", "node", f"--node-name={node}",
             f"--k8s-kubeconfig={s.inner_kubeconfig}", f"--sb-address=tcp:{s.cp_ip}:6642",
@@ -342,6 +363,15 @@ class Cluster:
         # Kubelets first: they stop pods and run CNI DEL while the agents still serve.
         for d in by_name.get("kubelet", []):
             stop_pid(d.pid, timeout=30)
+        # The real kubelet leaves its pods running (as on a real node); their
+        # containers outlive the runtime, so they go by the runtime's records.
+        mountpoints: set[str] = set()
+        for node in s.nodes:
+            for d in by_name.get("cri-runtime", []):
+                stop_pid(d.pid, timeout=10)
+            kill_containers(s.node_dir(node) / "cri")
+            mountpoints |= created_mountpoints(s.node_dir(node) / "cri")
+        _remove_log_links(Path(s.dir))
         for node, ovs_dir in s.ovs_nodes.items():
             ctl = Path(ovs_dir) / "ovs-vswitchd.ctl"
             if ctl.exists():
@@ -368,6 +398,19 @@ class Cluster:
                 break
             time.sleep(0.1)
         shutil.rmtree(s.dir, ignore_errors=True)
+        if not any(BASE.glob("ovk-local-*/state.json")):
+            # The last cluster: what the kubelets changed outside their dirs goes.
+            remove_mountpoints(mountpoints)
+            restore_kernel_tunables()
+
+
+def _remove_log_links(cluster: Path) -> None:
+    """The kubelet links each container's log into /var/log/containers."""
+    links = Path("/var/log/containers")
+    for link in links.glob("*.log") if links.is_dir() else []:
+        with contextlib.suppress(OSError):
+            if link.is_symlink() and str(cluster) in os.readlink(link):
+                link.unlink()
 
 
 def load(name: str) -> Cluster:

@@ -62,6 +62,16 @@ def make_pki(d: Path, ips: list[str], dns: list[str]) -> None:
     _openssl("x509", "-req", "-in", f"{p}/apiserver.csr", "-CA", f"{p}/ca.crt",
              "-CAkey", f"{p}/ca.key", "-CAcreateserial", "-days", "3650",
              "-out", f"{p}/apiserver.crt", "-extfile", str(ext), cwd=d)
+    # The apiserver's client certificate towards the kubelets (exec, logs,
+    # port-forward), which authenticate it by the cluster CA.
+    (d / "client.ext").write_text("extendedKeyUsage=clientAuth\n"
+                                  "keyUsage=critical,digitalSignature,keyEncipherment\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{p}/apiserver-kubelet.key",
+             "-out", f"{p}/apiserver-kubelet.csr",
+             "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client", cwd=d)
+    _openssl("x509", "-req", "-in", f"{p}/apiserver-kubelet.csr", "-CA", f"{p}/ca.crt",
+             "-CAkey", f"{p}/ca.key", "-CAcreateserial", "-days", "3650",
+             "-out", f"{p}/apiserver-kubelet.crt", "-extfile", f"{p}/client.ext", cwd=d)
     _openssl("genrsa", "-out", f"{p}/sa.key", "2048", cwd=d)
     _openssl("rsa", "-in", f"{p}/sa.key", "-pubout", "-out", f"{p}/sa.pub", cwd=d)
 
@@ -156,6 +166,10 @@ class KubeControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--kubelet-client-certificate={pki / 'apiserver-kubelet.crt'}",
+            f"--kubelet-client-key={pki / 'apiserver-kubelet.key'}",
+            # Node names do not resolve here; their addresses are routed.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--allow-privileged=true", "--profiling=false", "--v=1",
         ], self.workdir / "kube-apiserver.log", netns=self.netns))
         fwd_port_file = self.workdir / "apiserver.port"

@@ -58,7 +58,32 @@ class E2E:
                     and any(c["type"] == "Ready" and c["status"] == "True"
                             for c in p["status"].get("conditions", []))]
             return pods if len(pods) == count else None
-        return list(wait_for(ready, timeout, f"{count} ready pods {selector}"))
+        try:
+            return list(wait_for(ready, timeout, f"{count} ready pods {selector}"))
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.diagnose(selector, namespace)}") from None
+
+    def diagnose(self, selector: str, namespace: str = "default") -> str:
+        """What a reader of a failed wait needs: each pod's state and events,
+        and any cluster daemon that died (with its last log lines)."""
+        lines = []
+        for p in self.pods(selector, namespace):
+            st = p.get("status", {})
+            conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
+            waiting = [f"{c['name']}: {next(iter(c.get('state', {})), '?')} "
+                       f"{next(iter(c.get('state', {}).values()), {}).get('reason', '')}"
+                       for c in st.get("containerStatuses", [])]
+            lines.append(f"pod {p['metadata']['name']} on {p['spec'].get('nodeName')}: "
+                         f"{st.get('phase')} ip={st.get('podIP')} {conds} {waiting}")
+            events = self.kubectl("get", "events", "-n", namespace, "--field-selector",
+                                  f"involvedObject.name={p['metadata']['name']}",
+                                  "-o", "custom-columns=R:.reason,M:.message", "--no-headers")
+            lines += [f"  event {ev}" for ev in events.splitlines()[-5:]]
+        try:
+            self.c.check_daemons()
+        except RuntimeError as err:
+            lines.append(str(err))
+        return "\n".join(lines)
 
     def pod_exec(self, pod: dict[str, Any], *cmd: str, timeout: float = 30) -> str:
         node = pod["spec"]["nodeName"]

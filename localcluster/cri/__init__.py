@@ -1,0 +1,1 @@
+"""The CRI runtime of ovnkube-local nodes (for the real kubelet)."""

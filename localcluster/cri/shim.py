@@ -1,0 +1,197 @@
+"""The per-container shim of the CRI runtime (what conmon or
+containerd-shim is to theirs): it enters the pod's network namespace, makes
+the container's own mount and UTS namespaces (the kubelet's volume mounts
+bound at their container paths, the pod's hostname), starts the process,
+writes its output to the CRI log file and records how it ended.
+
+    python -m localcluster.cri.shim SPEC.json
+
+SPEC: argv, env, cwd, netns (a name under /run/netns, or null), hostname,
+mounts [{host_path, container_path, readonly}], log_path, status_path.
+The status file holds {"pid", "started_ns"} once started, then "exit_code",
+"finished_ns" and "reason". The shim outlives the runtime that started it, so
+a restarted runtime still learns how its containers ended. SIGUSR1 reopens
+the log (the kubelet's rotation); the container's process group, not the
+shim, is what the runtime signals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import selectors
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWNET = 0x00020000, 0x04000000, 0x40000000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+MAX_LINE = 16 * 1024  # a longer line is split into partial (P) entries, as CRI-O does
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(src: str, dst: str, flags: int) -> None:
+    _check(_libc.mount(src.encode(), dst.encode(), None, flags, None), f"mount {src} on {dst}")
+
+
+def enter_namespaces(spec: dict[str, Any]) -> list[str]:
+    """Join the pod's netns and make this container's mount and UTS namespaces;
+    returns the mount points it had to create on the host's filesystem."""
+    if spec.get("netns"):
+        fd = os.open(f"/run/netns/{spec['netns']}", os.O_RDONLY)
+        _check(_libc.setns(fd, CLONE_NEWNET), f"setns {spec['netns']}")
+        os.close(fd)
+    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
+    _mount("none", "/", MS_REC | MS_PRIVATE)
+    host = str(spec.get("hostname") or "")
+    if host:
+        _check(_libc.sethostname(host.encode(), len(host.encode())), "sethostname")
+    created: list[str] = []
+    for m in spec.get("mounts") or []:
+        src, dst = m["host_path"], m["container_path"]
+        if not os.path.exists(dst):
+            # Processes share the host's filesystem: the mount point must exist
+            # there (empty), though what is mounted on it is ours alone.
+            missing = dst
+            while not os.path.exists(os.path.dirname(missing)):
+                missing = os.path.dirname(missing)
+            if os.path.isdir(src):
+                os.makedirs(dst, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                Path(dst).touch()
+            created.append(missing)
+        _mount(src, dst, MS_BIND | MS_REC)
+        if m.get("readonly"):
+            _mount(src, dst, MS_BIND | MS_REMOUNT | MS_RDONLY)
+    return created
+
+
+class CriLog:
+    """Lines in the CRI log format: `<RFC3339Nano> <stream> <F|P> <text>`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.f: BinaryIO = open(path, "ab")  # noqa: SIM115 (reopened on rotation)
+
+    def reopen(self) -> None:
+        self.f.close()
+        self.f = open(self.path, "ab")  # noqa: SIM115
+
+    def _entry(self, stream: str, tag: str, text: bytes) -> None:
+        ts = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+        self.f.write(f"{ts} {stream} {tag} ".encode() + text + b"\n")
+
+    def write(self, stream: str, data: bytes) -> None:
+        buf = data
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line, buf = buf[:nl], buf[nl + 1:]
+            while len(line) > MAX_LINE:
+                self._entry(stream, "P", line[:MAX_LINE])
+                line = line[MAX_LINE:]
+            self._entry(stream, "F", line)
+        # What is left has no newline yet: written now as a partial entry (as
+        # conmon does), so a prompt or a progress line shows up in `kubectl logs`.
+        for i in range(0, len(buf), MAX_LINE):
+            self._entry(stream, "P", buf[i:i + MAX_LINE])
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def write_status(path: str, status: dict[str, Any]) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(status, f)
+    os.replace(tmp, path)
+
+
+def run(spec: dict[str, Any]) -> int:
+    status: dict[str, Any] = {}
+    try:
+        status["created_mountpoints"] = enter_namespaces(spec)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        pid = os.fork()
+    except OSError as e:
+        status.update(exit_code=128, reason="StartError", message=str(e),
+                      finished_ns=time.time_ns())
+        write_status(spec["status_path"], status)
+        return 1
+    if pid == 0:  # the container
+        try:
+            os.setsid()
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.chdir(spec.get("cwd") or "/")
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
+        except OSError as e:
+            os.write(2, f"exec {spec['argv'][0]}: {e}\n".encode())
+        os._exit(127)
+    os.close(out_w)
+    os.close(err_w)
+    status.update(pid=pid, started_ns=time.time_ns())
+    write_status(spec["status_path"], status)
+    log = CriLog(spec["log_path"])
+    signal.signal(signal.SIGUSR1, lambda *_: log.reopen())
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the runtime signals the group
+    sel = selectors.DefaultSelector()
+    sel.register(out_r, selectors.EVENT_READ, "stdout")
+    sel.register(err_r, selectors.EVENT_READ, "stderr")
+    open_fds, wstatus, drain_until = 2, None, 0.0
+    # Output is read until both pipes close, or for a moment after the process
+    # ended when something it left behind still holds them.
+    while open_fds and (wstatus is None or time.monotonic() < drain_until):
+        for key, _ in sel.select(0.5):
+            fd = int(key.fd)
+            try:
+                data = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            if data:
+                log.write(str(key.data), data)
+            else:
+                sel.unregister(fd)
+                os.close(fd)
+                open_fds -= 1
+        if wstatus is None:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                wstatus, drain_until = st, time.monotonic() + 1.0
+    if wstatus is None:
+        _, wstatus = os.waitpid(pid, 0)
+    log.close()
+    signalled = os.WIFSIGNALED(wstatus)
+    code = 128 + os.WTERMSIG(wstatus) if signalled else os.WEXITSTATUS(wstatus)
+    status.update(exit_code=code, finished_ns=time.time_ns(),
+                  reason="Completed" if code == 0 else "Error")
+    write_status(spec["status_path"], status)
+    return 0
+
+
+def main() -> None:
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(run(spec))
+
+
+if __name__ == "__main__":
+    main()
