@@ -7,10 +7,11 @@ set -euo pipefail
 KUBE_VERSION=${KUBE_VERSION:-v1.33.13}
 ETCD_VERSION=${ETCD_VERSION:-v3.5.35}
 HELM_VERSION=${HELM_VERSION:-v3.18.6}
+COREDNS_VERSION=${COREDNS_VERSION:-v1.12.1}  # v1.14+ need a newer Go than the module proxy's k8s pins
 CACHE=${OVNKUBE_CACHE:-$HOME/.cache/ovnkube}
 OUT="$CACHE/$KUBE_VERSION/bin"
 KUBE_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
-BINS=("${KUBE_CMDS[@]}" etcd helm)
+BINS=("${KUBE_CMDS[@]}" etcd helm coredns)
 
 have_all() {
   for b in "${BINS[@]}"; do [ -x "$OUT/$b" ] || return 1; done
@@ -81,6 +82,25 @@ if [ ! -x "$OUT/helm" ]; then
   echo "building helm $HELM_VERSION"
   go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
     -o "$OUT/helm" helm.sh/helm/v3/cmd/helm
+fi
+
+# --- CoreDNS (the local cluster's DNS, run as a pod like kind's) -----------
+if [ ! -x "$OUT/coredns" ]; then
+  mkdir -p "$work/coredns" && cd "$work/coredns"
+  go mod init ovnkube.local/corednsbuild >/dev/null 2>&1
+  cat > main.go <<'GO'
+package main
+
+import (
+	_ "github.com/coredns/coredns/core/plugin"
+	"github.com/coredns/coredns/coremain"
+)
+
+func main() { coremain.Run() }
+GO
+  go get "github.com/coredns/coredns@$COREDNS_VERSION" >/dev/null
+  echo "building CoreDNS $COREDNS_VERSION"
+  go build -trimpath -ldflags "-s -w" -o "$OUT/coredns" .
 fi
 
 have_all

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping
               tcpdump openssl procps psmisc curl python3-venv nftables
-              netcat-openbsd bind9-dnsutils)
+              netcat-openbsd bind9-dnsutils wget util-linux)
 
 # --- Debian packages --------------------------------------------------------
 missing=()

@@ -80,9 +80,7 @@ def _pod_netns(c: lc.Cluster, target: str) -> str:
     if len(parts) != 2:
         raise LookupError(f"pod {ns}/{name} is not scheduled to a node yet")
     node, uid = parts
-    state_dir = c.s.node_dir(node) / "kubelet"
-    from localcluster.kubelet import pod_netns_name
-    return pod_netns_name(state_dir, uid)
+    return c.pod_netns(node, uid)
 
 
 def main(argv: list[str] | None = None) -> int:

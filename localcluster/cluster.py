@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from localcluster import dns, realkubelet
 from localcluster import netns as nets
-from localcluster import realkubelet
 from localcluster.cri.cleanup import created_mountpoints, kill_containers, remove_mountpoints
 from localcluster.kube import KubeControlPlane, kube_bin
 from localcluster.ovn import OvnCentral, OvnController, OvsNode
@@ -245,8 +245,17 @@ class Cluster:
         for node in s.nodes:
             self.step(f"node {node}: OVS, ovn-controller, ovnkube node, kubelet")
             self._node_up(node, ul)
+        if s.kubelet == "real":
+            self.step("cluster DNS: CoreDNS in kube-system, Service kube-dns "
+                      f"{dns.DNS_SERVICE_IP}")
+            run([kube_bin("kubectl"), f"--kubeconfig={s.kubeconfig}", "apply", "-f", "-"],
+                input=dns.manifest_json())
         self.step("waiting for nodes to be Ready")
         self.wait_nodes_ready(timeout=180)
+        if s.kubelet == "real":
+            self.step("waiting for CoreDNS")
+            self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
+                         "--timeout=180s", timeout=190)
         self.step(f"cluster {s.name!r} is up")
 
     def _uplink(self, ul: str, ns: str, ul_end: str, ip: str) -> None:
@@ -274,7 +283,7 @@ class Cluster:
             runtime, kubelet = realkubelet.node_daemons(
                 node, ns, s.node_ip(node), d, s.inner_kubeconfig,
                 Path(s.dir) / "kube" / "pki" / "ca.crt", cni_conf, cni_bin,
-                s.netns(f"p{idx}-"), cluster_dns=[])
+                s.netns(f"p{idx}-"), cluster_dns=[dns.DNS_SERVICE_IP])
             self._record(runtime.start())
             sock = realkubelet.cri_socket_path(d)
             runtime.wait_until(sock.exists, timeout=60, what=f"serving on {sock}")
@@ -307,6 +316,14 @@ class Cluster:
             self._record(dm)
 
     # --- queries -------------------------------------------------------------
+    def pod_netns(self, node: str, uid: str) -> str:
+        """The network namespace of pod `uid` on `node`, whichever kubelet runs it."""
+        if self.s.kubelet == "real":
+            from localcluster.cri.records import pod_netns
+            return pod_netns(self.s.node_dir(node) / "cri", uid)
+        from localcluster.kubelet import pod_netns_name
+        return pod_netns_name(self.s.node_dir(node) / "kubelet", uid)
+
     def kubectl(self, *args: str, timeout: float = 60) -> str:
         return run([kube_bin("kubectl"), f"--kubeconfig={self.s.kubeconfig}", *args],
                    timeout=timeout)
@@ -397,11 +414,23 @@ class Cluster:
             if not live and not left:
                 break
             time.sleep(0.1)
+        unmount_under(Path(s.dir))
         shutil.rmtree(s.dir, ignore_errors=True)
         if not any(BASE.glob("ovk-local-*/state.json")):
             # The last cluster: what the kubelets changed outside their dirs goes.
             remove_mountpoints(mountpoints)
             restore_kernel_tunables()
+
+
+def unmount_under(d: Path) -> None:
+    """Unmount what the kubelet mounted under `d` (secret, projected and
+    emptyDir-on-memory volumes are tmpfs mounts in the host's namespace)."""
+    prefix = str(d.resolve()) + "/"
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f]
+    # Deepest first; lazily, so a mount still held by a dying process goes too.
+    for mp in sorted((m for m in points if m.startswith(prefix)), key=len, reverse=True):
+        run(["umount", "-l", mp], check=False)
 
 
 def _remove_log_links(cluster: Path) -> None:

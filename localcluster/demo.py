@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 from localcluster import cluster as lc
-from localcluster.kubelet import pod_netns_name
 from localcluster.ovn import tool_version
 
 NAME = "demo"
@@ -82,8 +81,7 @@ def main() -> int:
     print(run([*kubectl, "get", "pods", "-o", "wide"]))
 
     def pod_curl(pod: dict[str, Any], url: str) -> str:
-        ns = pod_netns_name(c.s.node_dir(pod["spec"]["nodeName"]) / "kubelet",
-                            pod["metadata"]["uid"])
+        ns = c.pod_netns(pod["spec"]["nodeName"], pod["metadata"]["uid"])
         return run(["ip", "netns", "exec", ns, "curl", "-sS", "-m", "5", url])
 
     src = pods[0]

@@ -13,6 +13,8 @@ exactly as Kubernetes combines them with a real image's:
 | set | set | command + args |
 
 `programs` maps paths inside the image (agnhost's `/agnhost`) to host argv.
+`{python}` stands for the project's Python, `{kubebin}/NAME` for a binary that
+hack/build-kube.sh built (CoreDNS).
 """
 
 from __future__ import annotations
@@ -111,4 +113,14 @@ def argv_for(image_ref: str, command: Sequence[str], args: Sequence[str], python
     prog = image.programs.get(argv[0])
     if prog is not None:
         argv = [*prog, *argv[1:]]
-    return [python if a == "{python}" else a for a in argv]
+    return [substitute(a, python) for a in argv]
+
+
+def substitute(arg: str, python: str) -> str:
+    """{python}: the project's Python; {kubebin}/NAME: a binary hack/build-kube.sh built."""
+    if arg == "{python}":
+        return python
+    if arg.startswith("{kubebin}/"):
+        from localcluster.kube import kube_bin_dir
+        return str(kube_bin_dir() / arg.removeprefix("{kubebin}/"))
+    return arg

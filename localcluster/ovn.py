@@ -181,7 +181,9 @@ class OvsNode:
                 "ovs-vswitchd",
                 ["ovs-vswitchd", self.db_unix, f"--unixctl={self.workdir / 'ovs-vswitchd.ctl'}",
                  f"--pidfile={self.workdir / 'ovs-vswitchd.pid'}", "--no-chdir",
-                 "-vconsole:info", "-vfile:off"],
+                 # Restarted when it aborts, as ovs-ctl runs it: Debian's 3.1.0
+                 # userspace conntrack can assert on NAT entries (fixed in 3.1.3).
+                 "--monitor", "-vconsole:info", "-vfile:off"],
                 self.workdir / "ovs-vswitchd.log", netns=self.netns, env=self.env))
             v.wait_until(path_exists(self.workdir / "ovs-vswitchd.ctl"), what="listening")
             if bridge:

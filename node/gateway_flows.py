@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -140,6 +141,12 @@ class GatewayFlows:
                 return port
         return None
 
+    def _flow_count(self) -> int:
+        out = subprocess.run(["ovs-ofctl", "dump-aggregate", self.bridge], capture_output=True,
+                             text=True, check=True, env=self.env).stdout
+        m = re.search(r"flow_count=(\d+)", out)
+        return int(m.group(1)) if m else -1
+
     def reconcile(self) -> None:
         uplink = self._ofport(self.uplink)
         if uplink is None:
@@ -148,8 +155,8 @@ class GatewayFlows:
         patch = self._ofport(patch_name) if patch_name else None
         masq = self._ofport(self.masq_port) if self.masq_port else None
         flows = gateway_flows(uplink, patch, self.node_ips, masq=masq)
-        if flows == self._installed:
-            return
+        if flows == self._installed and self._flow_count() == len(flows):
+            return  # a restarted ovs-vswitchd comes back with no flows at all
         subprocess.run(["ovs-ofctl", "--bundle", "replace-flows", self.bridge, "-"],
                        input="\n".join(flows) + "\n", text=True, capture_output=True,
                        check=True, env=self.env)

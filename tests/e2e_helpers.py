@@ -10,7 +10,6 @@ from typing import Any
 
 from localcluster.cluster import Cluster
 from localcluster.kube import kube_bin
-from localcluster.kubelet import pod_netns_name
 from tests.waiting import eventually
 
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
@@ -87,7 +86,7 @@ class E2E:
 
     def pod_exec(self, pod: dict[str, Any], *cmd: str, timeout: float = 30) -> str:
         node = pod["spec"]["nodeName"]
-        ns = pod_netns_name(self.c.s.node_dir(node) / "kubelet", pod["metadata"]["uid"])
+        ns = self.c.pod_netns(node, pod["metadata"]["uid"])
         return subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True,
                               text=True, timeout=timeout, check=True).stdout
 

@@ -20,7 +20,14 @@ import grpc
 
 from localcluster.cri.gen import api_pb2 as pb
 from localcluster.cri.gen import api_pb2_grpc as pbg
-from localcluster.images import Image, ImageError, load_map, map_files, repository
+from localcluster.images import (
+    Image,
+    ImageError,
+    load_map,
+    map_files,
+    repository,
+    substitute,
+)
 
 
 def image_id(repo: str) -> str:
@@ -45,7 +52,7 @@ def image_size(image: Image | None) -> int:
     progs = {argv[0] for argv in (image.entrypoint, image.cmd, *image.programs.values()) if argv}
     size = 0
     for prog in progs:
-        path = sys.executable if prog == "{python}" else shutil.which(prog)
+        path = shutil.which(substitute(prog, sys.executable))
         if path:
             size += os.path.getsize(path)
     return max(size, 1)

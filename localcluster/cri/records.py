@@ -185,3 +185,17 @@ class Store:
                 return table[id_or_prefix]
             hits = [v for k, v in table.items() if id_or_prefix and k.startswith(id_or_prefix)]
             return hits[0] if len(hits) == 1 else None
+
+
+def pod_netns(state_dir: Path, uid: str) -> str:
+    """The network namespace of the ready sandbox of the pod with `uid`
+    (`ovnkube-local exec`, tests); LookupError when there is none."""
+    for f in (state_dir / "sandboxes").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            sb = SandboxRecord(**json.loads(f.read_text()))
+            if sb.uid == uid and sb.ready:
+                if sb.netns is None:
+                    raise LookupError(f"pod {sb.namespace}/{sb.name} uses the node's network "
+                                      "(hostNetwork)")
+                return sb.netns
+    raise LookupError(f"pod with uid {uid} has no ready sandbox on this node")

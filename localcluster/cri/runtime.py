@@ -34,7 +34,7 @@ from localcluster.cri.imageservice import ImageStore, normalized
 from localcluster.cri.procstats import group_usage
 from localcluster.cri.records import ContainerRecord, SandboxRecord, Store
 from localcluster.cri.streaming import ExecTarget, ForwardTarget, StreamingServer
-from localcluster.images import ImageError, argv_for, load_map, repository
+from localcluster.images import ImageError, argv_for, load_map, repository, substitute
 from localcluster.kubelet_cni import (
     CniError,
     CniNetwork,
@@ -423,7 +423,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
         image = load_map().get(repository(rec.image))
         prog = image.programs.get(cmd[0]) if image else None
         if prog is not None:
-            cmd = [self.cfg.python if a == "{python}" else a for a in prog] + cmd[1:]
+            cmd = [substitute(a, self.cfg.python) for a in prog] + cmd[1:]
         # The shim made the container's mount and UTS namespaces; exec joins them.
         argv = ["nsenter", f"--target={rec.pid}", "--net", "--mount", "--uts", "--", *cmd]
         return ExecTarget(argv, dict(rec.env), rec.cwd, tty, stdin, stdout, stderr)

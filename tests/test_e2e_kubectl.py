@@ -1,0 +1,217 @@
+"""What users type first, on an `ovnkube-local` cluster whose nodes run the
+real kubelet over our CRI runtime: kubectl exec, logs, port-forward, volumes,
+cluster DNS, busybox. Everything goes through the apiserver and the kubelet,
+as on any cluster."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from localcluster.kube import kube_bin
+from tests.e2e_helpers import AGNHOST, E2E, CommandError, wait_for
+
+NS = "kubectl-e2e"
+
+
+@pytest.fixture(scope="module")
+def e(local_cluster: E2E) -> Iterator[E2E]:
+    if local_cluster.c.s.kubelet != "real":
+        pytest.skip("needs the real kubelet (OVNKUBE_LOCAL_KUBELET=real)")
+    local_cluster.kubectl("create", "namespace", NS)
+    try:
+        yield local_cluster
+    finally:
+        local_cluster.kubectl("delete", "namespace", NS, "--wait=false")
+
+
+def _pod(e: E2E, manifest: str, name: str) -> None:
+    e.apply(manifest, NS)
+    e.kubectl("wait", "-n", NS, "--for=condition=Ready", f"pod/{name}", "--timeout=120s",
+              timeout=130)
+
+
+def test_exec_stdout_stderr_stdin_and_exit_code(e: E2E) -> None:
+    e.kubectl("run", "-n", NS, "sh", "--image=busybox", "--", "sleep", "3600")
+    e.kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/sh", "--timeout=120s",
+              timeout=130)
+    assert e.kubectl("exec", "-n", NS, "sh", "--", "hostname").strip() == "sh"
+    out = e.kubectl("exec", "-i", "-n", NS, "sh", "--", "sh", "-c", "tr a-z A-Z; echo err >&2",
+                    input="piped through\n")
+    assert out == "PIPED THROUGH\n"
+    with pytest.raises(CommandError) as err:
+        e.kubectl("exec", "-n", NS, "sh", "--", "sh", "-c", "echo partial; exit 7")
+    assert err.value.returncode == 7
+    assert err.value.stdout == "partial\n"
+    with pytest.raises(CommandError, match="executable file not found|not found"):
+        e.kubectl("exec", "-n", NS, "sh", "--", "no-such-program")
+
+
+def test_logs_follow_previous_and_restart(e: E2E) -> None:
+    _pod(e, f"""apiVersion: v1
+kind: Pod
+metadata: {{name: talker}}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "echo run $(cat /proc/self/stat | cut -d' ' -f1); echo -n no-newline; sleep 2; echo; echo done; sleep 1; exit 3"]
+""", "talker")  # noqa: E501
+    wait_for(lambda: int(e.get("pod", "talker", NS)["status"]["containerStatuses"][0]
+                         .get("restartCount", 0)) >= 1, 60, "a restart")
+    prev = e.kubectl("logs", "-n", NS, "talker", "--previous")
+    assert prev.startswith("run ") and "no-newline\ndone\n" in prev
+    st = e.get("pod", "talker", NS)["status"]["containerStatuses"][0]
+    assert st["lastState"]["terminated"]["exitCode"] == 3
+    # --timestamps shows the CRI log's own times.
+    stamped = e.kubectl("logs", "-n", NS, "talker", "--previous", "--timestamps")
+    assert all(line[:4].isdigit() and "T" in line.split(" ")[0]
+               for line in stamped.splitlines())
+
+
+def test_port_forward_carries_requests_both_ways(e: E2E) -> None:
+    _pod(e, f"""apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  containers:
+  - name: web
+    image: {AGNHOST}
+    args: ["netexec", "--http-port=8080"]
+    readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+""", "web")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pf = subprocess.Popen([kube_bin("kubectl"), f"--kubeconfig={e.c.s.kubeconfig}", "-n", NS,
+                           "port-forward", "pod/web", f"{port}:8080"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert pf.stdout is not None
+        assert "Forwarding from 127.0.0.1" in pf.stdout.readline()
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{port}/hostname", timeout=10) as r:
+            assert r.read().decode() == "web"
+        body = b"x" * (3 << 20)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/echo?msg=big", data=body,
+                                     method="POST")
+        with opener.open(req, timeout=30) as r:
+            assert r.status == 200
+    finally:
+        pf.terminate()
+        pf.wait(10)
+        if pf.stderr:
+            pf.stderr.close()
+        if pf.stdout:
+            pf.stdout.close()
+
+
+def test_volumes_env_and_downward_api(e: E2E) -> None:
+    e.kubectl("create", "configmap", "-n", NS, "cm", "--from-literal=greeting=hi")
+    e.kubectl("create", "secret", "generic", "-n", NS, "sec", "--from-literal=pw=s3cret")
+    _pod(e, """apiVersion: v1
+kind: Pod
+metadata: {name: vols, labels: {tier: test}}
+spec:
+  containers:
+  - name: a
+    image: busybox
+    command: ["sh", "-c", "echo shared > /scratch/f; sleep 3600"]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: cm, key: greeting}}}
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/cfg}
+    - {name: sec, mountPath: /etc/sec, readOnly: true}
+    - {name: scratch, mountPath: /scratch}
+    - {name: info, mountPath: /etc/podinfo}
+  - name: b
+    image: busybox
+    command: ["sleep", "3600"]
+    volumeMounts:
+    - {name: scratch, mountPath: /scratch}
+  volumes:
+  - {name: cfg, configMap: {name: cm}}
+  - {name: sec, secret: {secretName: sec}}
+  - {name: scratch, emptyDir: {}}
+  - name: info
+    downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+""", "vols")
+
+    def sh(container: str, cmd: str) -> str:
+        return e.kubectl("exec", "-n", NS, "vols", "-c", container, "--", "sh", "-c", cmd)
+    assert sh("a", "echo $POD_NAME $GREETING") == "vols hi\n"
+    assert sh("a", "cat /etc/cfg/greeting /etc/sec/pw") == "his3cret"
+    assert sh("a", "cat /etc/podinfo/labels") == 'tier="test"'
+    assert sh("b", "cat /scratch/f") == "shared\n"  # one emptyDir, two containers
+    token = sh("a", "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace")
+    assert token == NS
+    with pytest.raises(CommandError, match="Read-only file system"):
+        sh("a", "echo x > /etc/sec/pw")
+    # Another pod's container does not see these mounts.
+    with pytest.raises(CommandError):
+        e.kubectl("exec", "-n", NS, "sh", "--", "cat", "/etc/cfg/greeting")
+
+
+def test_cluster_dns_names_services_pods_and_external_names(e: E2E) -> None:
+    _pod(e, f"""apiVersion: v1
+kind: Pod
+metadata: {{name: dnsweb, labels: {{app: dnsweb}}}}
+spec:
+  containers:
+  - name: web
+    image: {AGNHOST}
+    args: ["netexec", "--http-port=8080"]
+    readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: dnsweb}}
+spec:
+  selector: {{app: dnsweb}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: elsewhere}}
+spec:
+  type: ExternalName
+  externalName: dnsweb.{NS}.svc.cluster.local
+""", "dnsweb")
+    svc_ip = e.get("service", "dnsweb", NS)["spec"]["clusterIP"]
+    resolv = e.kubectl("exec", "-n", NS, "sh", "--", "cat", "/etc/resolv.conf")
+    assert "nameserver 10.96.0.10" in resolv
+    assert f"search {NS}.svc.cluster.local svc.cluster.local cluster.local" in resolv
+    assert "ndots:5" in resolv
+
+    def lookup(name: str) -> str:
+        return e.kubectl("exec", "-n", NS, "sh", "--", "nslookup", name)
+    assert svc_ip in wait_for(lambda: lookup("dnsweb"), 60, "dnsweb resolves")
+    assert "10.96.0.1" in lookup("kubernetes.default")
+    assert "dnsweb" in lookup(f"elsewhere.{NS}.svc.cluster.local")  # the CNAME
+    # By name, over the Service: what every manifest does.
+    got = e.kubectl("exec", "-n", NS, "sh", "--", "wget", "-qO-", "-T", "5",
+                    "http://dnsweb/hostname")
+    assert got == "dnsweb"
+    t0 = time.monotonic()
+    with pytest.raises(CommandError):
+        lookup("example.com")  # no upstream here: refused, not hanging
+    assert time.monotonic() - t0 < 30
+
+
+def test_kubectl_get_node_and_describe_show_the_runtime(e: E2E) -> None:
+    nodes = json.loads(e.kubectl("get", "nodes", "-o", "json"))["items"]
+    for n in nodes:
+        info = n["status"]["nodeInfo"]
+        assert info["containerRuntimeVersion"].startswith("ovnkube-local://")
+        assert info["kubeletVersion"] == "v1.33.13"
+        assert any(a["type"] == "InternalIP" for a in n["status"]["addresses"])
+    top = e.kubectl("get", "--raw", f"/api/v1/nodes/{nodes[0]['metadata']['name']}"
+                    "/proxy/stats/summary")
+    assert json.loads(top)["node"]["nodeName"] == nodes[0]["metadata"]["name"]
