@@ -147,7 +147,7 @@ def test_pulling_records_known_images_and_refuses_unknown(tmp_path: Path) -> Non
     assert store.image(iid).size > 0
     assert json.loads((tmp_path / "images.json").read_text()) == {
         iid: ["docker.io/library/busybox:1.36"]}
-    with pytest.raises(ImageError, match='image "nginx:1.27" is not in the image map'):
+    with pytest.raises(ImageError, match=r'image "nginx:1\.27" is not in the image map'):
         store.pull("nginx:1.27")
     store.remove("busybox:1.36")
     assert store.resolve(iid) is None

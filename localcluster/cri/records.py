@@ -63,6 +63,10 @@ class ContainerRecord:
     annotations: dict[str, str]
     created_ns: int
     run_dir: str
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = False
+    attach_socket: str = ""
     # Filled once started, from the shim's status file.
     shim_pid: int = 0
     pid: int = 0

@@ -8,7 +8,7 @@ pods. A container is a host process under a shim (localcluster/cri/shim.py)
 in that namespace, with its own mount and UTS namespaces: the kubelet's
 volumes at their container paths, the pod's resolv.conf and hostname. What an
 image runs comes from the image map. Resource limits are not applied (the
-node runs with cgroupsPerQOS off); there is no attach and no checkpointing.
+node runs with cgroupsPerQOS off); there is no checkpointing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -31,9 +32,9 @@ import grpc
 from localcluster.cri.gen import api_pb2 as pb
 from localcluster.cri.gen import api_pb2_grpc as pbg
 from localcluster.cri.imageservice import ImageStore, normalized
-from localcluster.cri.procstats import group_usage
 from localcluster.cri.records import ContainerRecord, SandboxRecord, Store
-from localcluster.cri.streaming import ExecTarget, ForwardTarget, StreamingServer
+from localcluster.cri.stats import container_stats, sandbox_stats
+from localcluster.cri.streaming import AttachTarget, ExecTarget, ForwardTarget, StreamingServer
 from localcluster.images import ImageError, argv_for, load_map, repository, substitute
 from localcluster.kubelet_cni import (
     CniError,
@@ -295,10 +296,14 @@ class RuntimeService(pbg.RuntimeServiceServicer):
             mounts.append({"host_path": sb.resolv_conf, "container_path": "/etc/resolv.conf",
                            "readonly": False})
         log_path = os.path.join(sb.log_directory, c.log_path) if c.log_path else ""
+        # Unix socket paths are short (108 bytes): not under run_dir.
+        attach = self.cfg.state_dir / "attach" / f"{cid[:16]}.sock"
+        attach.parent.mkdir(exist_ok=True)
         rec = ContainerRecord(cid, sb.id, c.metadata.name, c.metadata.attempt, image, str(iid),
                               argv, env, c.working_dir or "/", mounts, log_path,
                               dict(c.labels), dict(c.annotations), time.time_ns(),
-                              str(run_dir))
+                              str(run_dir), tty=c.tty, stdin=c.stdin, stdin_once=c.stdin_once,
+                              attach_socket=str(attach))
         self.store.save(rec)
         return pb.CreateContainerResponse(container_id=cid)
 
@@ -315,7 +320,9 @@ class RuntimeService(pbg.RuntimeServiceServicer):
                 # hostNetwork pods see the node's name, as on a machine of its own.
                 "hostname": sb.hostname if sb.netns else self.cfg.node_name,
                 "mounts": rec.mounts,
-                "log_path": log_path, "status_path": str(rec.status_file)}
+                "log_path": log_path, "status_path": str(rec.status_file),
+                "tty": rec.tty, "stdin": rec.stdin, "stdin_once": rec.stdin_once,
+                "attach_socket": rec.attach_socket}
         spec_file = Path(rec.run_dir) / "spec.json"
         spec_file.write_text(json.dumps(spec))
         p = subprocess.Popen([self.cfg.python, "-m", "localcluster.cri.shim", str(spec_file)],
@@ -424,14 +431,21 @@ class RuntimeService(pbg.RuntimeServiceServicer):
         prog = image.programs.get(cmd[0]) if image else None
         if prog is not None:
             cmd = [substitute(a, self.cfg.python) for a in prog] + cmd[1:]
+        exe = cmd[0]
+        found = os.access(exe, os.X_OK) if "/" in exe else shutil.which(
+            exe, path=rec.env.get("PATH", DEFAULT_PATH))
+        error = "" if found else (f'exec failed: unable to start container process: exec: '
+                                  f'"{exe}": executable file not found in $PATH')
         # The shim made the container's mount and UTS namespaces; exec joins them.
         argv = ["nsenter", f"--target={rec.pid}", "--net", "--mount", "--uts", "--", *cmd]
-        return ExecTarget(argv, dict(rec.env), rec.cwd, tty, stdin, stdout, stderr)
+        return ExecTarget(argv, dict(rec.env), rec.cwd, tty, stdin, stdout, stderr, error)
 
     def ExecSync(self, request: pb.ExecSyncRequest, context: grpc.ServicerContext
                  ) -> pb.ExecSyncResponse:
         rec = self._container(request.container_id, context)
         t = self._exec_target(rec, list(request.cmd), False, False, True, True, context)
+        if t.error:
+            context.abort(grpc.StatusCode.UNKNOWN, t.error)
         try:
             res = subprocess.run(t.argv, env=t.env, cwd=t.cwd, capture_output=True,
                                  stdin=subprocess.DEVNULL, start_new_session=True,
@@ -448,6 +462,18 @@ class RuntimeService(pbg.RuntimeServiceServicer):
                               request.stdout, request.stderr, context)
         return pb.ExecResponse(url=self.streaming.exec_url(t))
 
+    def Attach(self, request: pb.AttachRequest, context: grpc.ServicerContext
+               ) -> pb.AttachResponse:
+        rec = self._container(request.container_id, context)
+        if rec.state != pb.CONTAINER_RUNNING:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"container {rec.id} is not running")
+        if request.stdin and not rec.stdin:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "stdin was not requested for this container (spec.stdin)")
+        return pb.AttachResponse(url=self.streaming.attach_url(AttachTarget(
+            rec.attach_socket, rec.tty, request.stdin, request.stdout, request.stderr)))
+
     def PortForward(self, request: pb.PortForwardRequest, context: grpc.ServicerContext
                     ) -> pb.PortForwardResponse:
         sb = self._sandbox(request.pod_sandbox_id, context)
@@ -455,54 +481,26 @@ class RuntimeService(pbg.RuntimeServiceServicer):
             ForwardTarget(sb.id, sb.netns)))
 
     # --- stats ----------------------------------------------------------------
-    def _stats(self, rec: ContainerRecord) -> pb.ContainerStats:
-        now = time.time_ns()
-        cpu_ns, rss = group_usage(rec.pid) if rec.state == pb.CONTAINER_RUNNING else (0, 0)
-        return pb.ContainerStats(
-            attributes=pb.ContainerAttributes(id=rec.id, metadata=rec.metadata(),
-                                              labels=rec.labels, annotations=rec.annotations),
-            cpu=pb.CpuUsage(timestamp=now, usage_core_nano_seconds=pb.UInt64Value(value=cpu_ns)),
-            memory=pb.MemoryUsage(timestamp=now, working_set_bytes=pb.UInt64Value(value=rss),
-                                  rss_bytes=pb.UInt64Value(value=rss),
-                                  usage_bytes=pb.UInt64Value(value=rss)),
-            writable_layer=pb.FilesystemUsage(
-                timestamp=now, fs_id=pb.FilesystemIdentifier(mountpoint=rec.run_dir),
-                used_bytes=pb.UInt64Value(value=0), inodes_used=pb.UInt64Value(value=0)))
-
     def ContainerStats(self, request: pb.ContainerStatsRequest,
                        context: grpc.ServicerContext) -> pb.ContainerStatsResponse:
         return pb.ContainerStatsResponse(
-            stats=self._stats(self._container(request.container_id, context)))
+            stats=container_stats(self._container(request.container_id, context)))
 
     def ListContainerStats(self, request: pb.ListContainerStatsRequest,
                            context: grpc.ServicerContext) -> pb.ListContainerStatsResponse:
         f = request.filter
         with self.store.lock:
             recs = list(self.store.containers.values())
-        out = [self._stats(r) for r in recs
+        out = [container_stats(r) for r in recs
                if (not f.id or r.id.startswith(f.id))
                and (not f.pod_sandbox_id or r.sandbox_id.startswith(f.pod_sandbox_id))
                and _match(r.labels, f.label_selector) and r.state == pb.CONTAINER_RUNNING]
         return pb.ListContainerStatsResponse(stats=out)
 
-    def _sandbox_stats(self, sb: SandboxRecord) -> pb.PodSandboxStats:
-        ctrs = [self._stats(r) for r in self._containers_of(sb.id)
-                if r.state == pb.CONTAINER_RUNNING]
-        now = time.time_ns()
-        cpu = sum(c.cpu.usage_core_nano_seconds.value for c in ctrs)
-        mem = sum(c.memory.working_set_bytes.value for c in ctrs)
-        return pb.PodSandboxStats(
-            attributes=pb.PodSandboxAttributes(id=sb.id, metadata=sb.metadata(),
-                                               labels=sb.labels, annotations=sb.annotations),
-            linux=pb.LinuxPodSandboxStats(
-                cpu=pb.CpuUsage(timestamp=now, usage_core_nano_seconds=pb.UInt64Value(value=cpu)),
-                memory=pb.MemoryUsage(timestamp=now, working_set_bytes=pb.UInt64Value(value=mem)),
-                containers=ctrs))
-
     def PodSandboxStats(self, request: pb.PodSandboxStatsRequest,
                         context: grpc.ServicerContext) -> pb.PodSandboxStatsResponse:
-        return pb.PodSandboxStatsResponse(
-            stats=self._sandbox_stats(self._sandbox(request.pod_sandbox_id, context)))
+        sb = self._sandbox(request.pod_sandbox_id, context)
+        return pb.PodSandboxStatsResponse(stats=sandbox_stats(sb, self._containers_of(sb.id)))
 
     def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
                             context: grpc.ServicerContext) -> pb.ListPodSandboxStatsResponse:
@@ -510,7 +508,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
         with self.store.lock:
             sbs = list(self.store.sandboxes.values())
         return pb.ListPodSandboxStatsResponse(stats=[
-            self._sandbox_stats(sb) for sb in sbs
+            sandbox_stats(sb, self._containers_of(sb.id)) for sb in sbs
             if (not f.id or sb.id.startswith(f.id)) and _match(sb.labels, f.label_selector)])
 
 

@@ -7,7 +7,9 @@ writes its output to the CRI log file and records how it ended.
     python -m localcluster.cri.shim SPEC.json
 
 SPEC: argv, env, cwd, netns (a name under /run/netns, or null), hostname,
-mounts [{host_path, container_path, readonly}], log_path, status_path.
+mounts [{host_path, container_path, readonly}], log_path, status_path, and
+for attachable containers stdin, stdin_once, tty and attach_socket
+(localcluster/cri/attach.py).
 The status file holds {"pid", "started_ns"} once started, then "exit_code",
 "finished_ns" and "reason". The shim outlives the runtime that started it, so
 a restarted runtime still learns how its containers ended. SIGUSR1 reopens
@@ -20,14 +22,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import fcntl
 import json
 import os
+import pty
 import selectors
 import signal
+import struct
 import sys
+import termios
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from localcluster.cri.attach import AttachHub
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWNET = 0x00020000, 0x04000000, 0x40000000
 MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
@@ -122,52 +130,93 @@ def write_status(path: str, status: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def run(spec: dict[str, Any]) -> int:
-    status: dict[str, Any] = {}
-    try:
-        status["created_mountpoints"] = enter_namespaces(spec)
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        pid = os.fork()
-    except OSError as e:
-        status.update(exit_code=128, reason="StartError", message=str(e),
-                      finished_ns=time.time_ns())
-        write_status(spec["status_path"], status)
-        return 1
+def _child_io(spec: dict[str, Any]) -> tuple[list[int], dict[int, str], int]:
+    """(the container's fds 0-2, our read ends by stream, our stdin write end
+    or the terminal's master side: -1 without stdin)."""
+    if spec.get("tty"):
+        master, slave = pty.openpty()
+        return [slave, slave, slave], {master: "stdout"}, master
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    if spec.get("stdin"):
+        in_r, in_w = os.pipe()
+    else:
+        in_r, in_w = os.open(os.devnull, os.O_RDONLY), -1
+    return [in_r, out_w, err_w], {out_r: "stdout", err_r: "stderr"}, in_w
+
+
+def _start(spec: dict[str, Any], child_fds: list[int]) -> int:
+    pid = os.fork()
     if pid == 0:  # the container
         try:
             os.setsid()
-            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
+            for i, fd in enumerate(child_fds):
+                os.dup2(fd, i)
+            if spec.get("tty"):
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
             os.chdir(spec.get("cwd") or "/")
             signal.signal(signal.SIGPIPE, signal.SIG_DFL)
             os.execvpe(spec["argv"][0], spec["argv"], spec["env"])
         except OSError as e:
             os.write(2, f"exec {spec['argv'][0]}: {e}\n".encode())
         os._exit(127)
-    os.close(out_w)
-    os.close(err_w)
+    for fd in set(child_fds):
+        os.close(fd)
+    return pid
+
+
+def run(spec: dict[str, Any]) -> int:
+    status: dict[str, Any] = {}
+    try:
+        status["created_mountpoints"] = enter_namespaces(spec)
+        child_fds, readers, stdin_fd = _child_io(spec)
+        pid = _start(spec, child_fds)
+    except OSError as e:
+        status.update(exit_code=128, reason="StartError", message=str(e),
+                      finished_ns=time.time_ns())
+        write_status(spec["status_path"], status)
+        return 1
+    tty_fd = stdin_fd if spec.get("tty") else -1
+
+    def resize(h: int, w: int) -> None:
+        if tty_fd >= 0:
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(tty_fd, termios.TIOCSWINSZ, struct.pack("HHHH", h, w, 0, 0))
+    hub = AttachHub(spec["attach_socket"], stdin_fd, tty_fd, bool(spec.get("stdin_once")),
+                    resize) if spec.get("attach_socket") else None
     status.update(pid=pid, started_ns=time.time_ns())
     write_status(spec["status_path"], status)
     log = CriLog(spec["log_path"])
     signal.signal(signal.SIGUSR1, lambda *_: log.reopen())
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the runtime signals the group
     sel = selectors.DefaultSelector()
-    sel.register(out_r, selectors.EVENT_READ, "stdout")
-    sel.register(err_r, selectors.EVENT_READ, "stderr")
-    open_fds, wstatus, drain_until = 2, None, 0.0
-    # Output is read until both pipes close, or for a moment after the process
+    for fd, stream in readers.items():
+        sel.register(fd, selectors.EVENT_READ, stream)
+    if hub is not None:
+        sel.register(hub.listener, selectors.EVENT_READ, "attach")
+    open_fds, wstatus, drain_until = len(readers), None, 0.0
+    # Output is read until its fds close, or for a moment after the process
     # ended when something it left behind still holds them.
     while open_fds and (wstatus is None or time.monotonic() < drain_until):
         for key, _ in sel.select(0.5):
+            if key.data == "attach" and hub is not None:
+                sel.register(hub.accept(), selectors.EVENT_READ, "client")
+                continue
             fd = int(key.fd)
+            if key.data == "client" and hub is not None:
+                if not hub.from_client(fd):
+                    sel.unregister(fd)
+                continue
             try:
                 data = os.read(fd, 65536)
             except InterruptedError:
                 continue
+            except OSError:  # EIO: the terminal's last holder is gone
+                data = b""
             if data:
                 log.write(str(key.data), data)
+                if hub is not None:
+                    hub.output(str(key.data), data)
             else:
                 sel.unregister(fd)
                 os.close(fd)
@@ -178,6 +227,8 @@ def run(spec: dict[str, Any]) -> int:
                 wstatus, drain_until = st, time.monotonic() + 1.0
     if wstatus is None:
         _, wstatus = os.waitpid(pid, 0)
+    if hub is not None:
+        hub.close()
     log.close()
     signalled = os.WIFSIGNALED(wstatus)
     code = 128 + os.WTERMSIG(wstatus) if signalled else os.WEXITSTATUS(wstatus)

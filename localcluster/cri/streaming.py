@@ -1,5 +1,5 @@
-"""The runtime's streaming server: exec and port-forward, as the kubelet
-proxies them (CRI Exec/PortForward return a one-time URL here).
+"""The runtime's streaming server: exec, attach and port-forward, as the
+kubelet proxies them (CRI Exec/Attach/PortForward return a one-time URL here).
 
 The apiserver speaks SPDY/3.1 through the kubelet's proxy. Exec uses the
 remotecommand protocols (`v4.channel.k8s.io` down to `channel.k8s.io`):
@@ -29,6 +29,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from localcluster.cri import attach
 from localcluster.cri.spdy import Session, Stream
 from localcluster.kubelet_runtime import netns_socket
 
@@ -48,6 +49,18 @@ class ExecTarget:
     argv: list[str]
     env: dict[str, str]
     cwd: str
+    tty: bool
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    error: str = ""  # the command cannot start: this is reported instead
+
+
+@dataclasses.dataclass
+class AttachTarget:
+    """A running container's shim socket (localcluster/cri/attach.py)."""
+
+    socket: str
     tty: bool
     stdin: bool
     stdout: bool
@@ -138,6 +151,9 @@ class StreamingServer:
     def exec_url(self, target: ExecTarget) -> str:
         return self._register("exec", target)
 
+    def attach_url(self, target: AttachTarget) -> str:
+        return self._register("attach", target)
+
     def portforward_url(self, target: ForwardTarget) -> str:
         return self._register("portforward", target)
 
@@ -152,7 +168,7 @@ class StreamingServer:
         _, kind, target = entry
         offered = [p.strip() for v in h.headers.get_all("X-Stream-Protocol-Version") or []
                    for p in v.split(",")]
-        supported = EXEC_PROTOCOLS if kind == "exec" else (PORTFORWARD_PROTOCOL,)
+        supported = (PORTFORWARD_PROTOCOL,) if kind == "portforward" else EXEC_PROTOCOLS
         proto = next((p for p in supported if p in offered), None)
         if "spdy/3.1" not in (h.headers.get("Upgrade") or "").lower() or (
                 offered and proto is None):
@@ -174,6 +190,8 @@ class StreamingServer:
         try:
             if kind == "exec":
                 self._exec(session, streams, target, proto)
+            elif kind == "attach":
+                self._attach(streams, target, proto)
             else:
                 self._portforward(session, streams, target)
         except Exception:
@@ -185,7 +203,8 @@ class StreamingServer:
             reader.join(5)
 
     # --- exec ----------------------------------------------------------------
-    def _exec(self, session: Session, streams: _Streams, t: ExecTarget, proto: str) -> None:
+    @staticmethod
+    def _wanted(t: ExecTarget | AttachTarget, proto: str) -> set[str]:
         want = {"error"}
         if t.stdin:
             want.add("stdin")
@@ -195,12 +214,22 @@ class StreamingServer:
             want.add("stderr")
         if t.tty and proto in ("v4.channel.k8s.io", "v3.channel.k8s.io"):
             want.add("resize")
+        return want
+
+    def _exec(self, session: Session, streams: _Streams, t: ExecTarget, proto: str) -> None:
+        want = self._wanted(t, proto)
         if not streams.wait_for(want, STREAM_WAIT):
             log.warning("exec: client opened %s, expected %s", sorted(streams.by_type),
                         sorted(want))
             return
         s = streams.by_type
         err = s["error"]
+        if t.error:
+            err.write(json.dumps({"metadata": {}, "status": "Failure", "message": t.error,
+                                  "reason": "InternalError", "code": 500}).encode()
+                      if proto == "v4.channel.k8s.io" else t.error.encode())
+            err.close()
+            return
         try:
             code = self._run(t, s)
         except OSError as e:
@@ -290,6 +319,62 @@ class StreamingServer:
                 with contextlib.suppress(OSError):
                     fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack(
                         "HHHH", int(size.get("Height", 0)), int(size.get("Width", 0)), 0, 0))
+
+    # --- attach --------------------------------------------------------------
+    def _attach(self, streams: _Streams, t: AttachTarget, proto: str) -> None:
+        want = self._wanted(t, proto)
+        if not streams.wait_for(want, STREAM_WAIT):
+            return
+        s = streams.by_type
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(t.socket)
+        except OSError as e:
+            conn.close()
+            s["error"].write(f"failed to attach to the container: {e}".encode())
+            s["error"].close()
+            return
+        send_lock = threading.Lock()
+
+        def send(kind: int, data: bytes = b"") -> None:
+            with send_lock, contextlib.suppress(OSError):
+                conn.sendall(attach.frame(kind, data))
+
+        def stdin() -> None:
+            while chunk := s["stdin"].read():
+                send(attach.STDIN, chunk)
+            send(attach.STDIN_EOF)
+
+        def resize() -> None:
+            dec = json.JSONDecoder()
+            buf = ""
+            while chunk := s["resize"].read():
+                buf += chunk.decode(errors="replace")
+                while buf.strip():
+                    try:
+                        size, end = dec.raw_decode(buf.lstrip())
+                    except ValueError:
+                        break
+                    buf = buf.lstrip()[end:]
+                    send(attach.RESIZE, struct.pack(">HH", int(size.get("Height", 0)),
+                                                    int(size.get("Width", 0))))
+        for name, fn in (("stdin", stdin), ("resize", resize)):
+            if name in s:
+                threading.Thread(target=fn, daemon=True).start()
+        reader = attach.FrameReader()
+        with contextlib.suppress(OSError):
+            while data := conn.recv(65536):
+                for kind, payload in reader.feed(data):
+                    name = "stdout" if kind == attach.STDOUT or t.tty else "stderr"
+                    if name in s:
+                        s[name].write(payload)
+        conn.close()
+        for name in ("stdout", "stderr"):
+            if name in s:
+                s[name].close()
+        if proto == "v4.channel.k8s.io":
+            s["error"].write(json.dumps({"metadata": {}, "status": "Success"}).encode())
+        s["error"].close()
 
     # --- port-forward --------------------------------------------------------
     def _portforward(self, session: Session, streams: _Streams, t: ForwardTarget) -> None:

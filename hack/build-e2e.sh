@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build the upstream network e2e suite (hack/e2e/e2e_test.go) at the cluster's
+# Kubernetes version into ~/.cache/ovnkube/<version>/bin/e2e-network.test.
+# Only `make e2e-upstream` needs it; a second run only checks it exists.
+set -euo pipefail
+KUBE_VERSION=${KUBE_VERSION:-v1.33.13}
+CACHE=${OVNKUBE_CACHE:-$HOME/.cache/ovnkube}
+OUT="$CACHE/$KUBE_VERSION/bin"
+BIN="$OUT/e2e-network.test"
+if [ -x "$BIN" ]; then echo "e2e suite cached in $BIN"; exit 0; fi
+command -v go >/dev/null || { echo "build-e2e: 'go' is not installed" >&2; exit 1; }
+export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d /tmp/ovnkube-e2ebuild.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$OUT"
+cd "$work"
+go mod init ovnkube.local/e2ebuild >/dev/null 2>&1
+gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
+stage_ver="v0.${KUBE_VERSION#v1.}"
+{
+  echo "require k8s.io/kubernetes $KUBE_VERSION"
+  grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk -v v="$stage_ver" '{print "replace " $1 " => " $1 " " v}'
+} >> go.mod
+cp "$here/e2e/e2e_test.go" .
+start=$(date +%s)
+echo "building the network e2e suite of Kubernetes $KUBE_VERSION (about 15 minutes the first time)"
+go mod tidy >/dev/null 2>&1 || true
+go test -c -trimpath -ldflags "-s -w" -o "$BIN" .
+echo "e2e suite built in $(( $(date +%s) - start ))s: $BIN ($(du -h "$BIN" | cut -f1))"
