@@ -89,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="create a cluster")
     up.add_argument("--nodes", type=int, default=2)
-    up.add_argument("--kubelet", choices=("netns", "real"), default="netns",
-                    help="netns: the project's Python kubelet; real: Kubernetes' kubelet "
-                         "over the project's CRI runtime (kubectl exec/logs/port-forward)")
+    up.add_argument("--kubelet", choices=("real", "netns"), default="real",
+                    help="real (default): Kubernetes' kubelet over the project's CRI "
+                         "runtime; netns: the project's small Python kubelet (no volumes, "
+                         "DNS or kubectl exec/logs)")
     up.add_argument("--name", default="ovnk")
     for cmd in ("down", "status", "kubeconfig"):
         sp = sub.add_parser(cmd)

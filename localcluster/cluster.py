@@ -86,7 +86,7 @@ class State:
     ovs_nodes: dict[str, str] = field(default_factory=dict)  # node -> its OVS dir
     # "netns": the project's Python kubelet; "real": Kubernetes' kubelet over
     # the project's CRI runtime (localcluster/cri).
-    kubelet: str = "netns"
+    kubelet: str = "real"
 
     @property
     def underlay(self) -> ipaddress.IPv4Network:
@@ -164,7 +164,7 @@ class Cluster:
     # --- bring-up ------------------------------------------------------------
     @classmethod
     def create(cls, name: str, nodes: int, progress: Progress | None = None,
-               kubelet: str = "netns") -> Cluster:
+               kubelet: str = "real") -> Cluster:
         check_name(name)
         if not 1 <= nodes <= 50:
             raise ValueError(f"--nodes {nodes}: want 1 to 50")
