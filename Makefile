@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps test lint demo demo-down bench clean-leftovers
+.PHONY: deps test lint demo demo-down bench e2e-upstream clean-leftovers
 
 deps:
 	bash hack/install-deps.sh
@@ -21,6 +21,13 @@ demo: deps
 
 demo-down:
 	$(VENV)/bin/ovnkube-local down --name demo
+
+# The Kubernetes project's network e2e suite on a fresh local cluster
+# (E2E_SET=conformance|granular|services|netpol|network; see docs/E2E.md).
+E2E_SET ?= conformance
+e2e-upstream: deps
+	bash hack/build-e2e.sh
+	$(PY) -m localcluster.upstream_e2e --set $(E2E_SET) --report-dir _output/e2e-$(E2E_SET)
 
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

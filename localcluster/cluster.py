@@ -252,6 +252,7 @@ class Cluster:
                 input=dns.manifest_json())
         self.step("waiting for nodes to be Ready")
         self.wait_nodes_ready(timeout=180)
+        self.route_pod_subnets(cp)
         if s.kubelet == "real":
             self.step("waiting for CoreDNS")
             self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
@@ -314,6 +315,20 @@ class Cluster:
         ctl.start()
         for dm in ctl.daemons.daemons:
             self._record(dm)
+
+    def route_pod_subnets(self, cp: str) -> None:
+        """The control plane reaches each node's pods through that node, as a
+        router in front of a cluster would (kind's control plane is a node of
+        the pod network): the apiserver's pod proxy, webhooks. Through the
+        pod's own node, the reply leaves by the gateway router the request
+        came in by, so its conntrack answers it without SNAT."""
+        out = self.kubectl("get", "nodes", "-o", "json", timeout=30)
+        for n in json.loads(out)["items"]:
+            raw = (n["metadata"].get("annotations") or {}).get("k8s.ovn.org/node-subnets")
+            subnets = (json.loads(raw) or {}).get("default", []) if raw else []
+            for sn in [subnets] if isinstance(subnets, str) else subnets:
+                if ":" not in sn:
+                    nets.add_route(sn, gateway=self.s.node_ip(n["metadata"]["name"]), ns=cp)
 
     # --- queries -------------------------------------------------------------
     def pod_netns(self, node: str, uid: str) -> str:

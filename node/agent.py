@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from node import host_nodeports, netlink
+from node import host_nodeports, mgmt_snat, netlink
 from node.cniserver import BRIDGE, CniHandler, CniServer
 from node.gateway_flows import GatewayFlows
 from node.install import install_conflist, install_shim
@@ -239,6 +239,10 @@ class Agent:
         if self.netdev:
             netlink.tx_checksum_off(MGMT_PORT)
         netlink.configure_host_iface(MGMT_PORT, mac, addrs, o.common.mtu, routes)
+        try:
+            mgmt_snat.install(MGMT_PORT, addrs)
+        except (RuntimeError, OSError) as e:
+            log.error("traffic forwarded into the pod network will not be SNATed: %s", e)
         self.kube.annotate_node({NODE_MGMT_PORT_MAC: mac})
         log.info("management port %s: %s %s, routes %s", MGMT_PORT, mac,
                  ", ".join(map(str, addrs)),

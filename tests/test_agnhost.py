@@ -252,3 +252,49 @@ def test_connect() -> None:
     finally:
         srv.stop()
         _stop(q)
+
+
+def test_porter_answers_each_port_its_text_over_http_and_tls(tmp_path: Path) -> None:
+    plain, tls = free_port(), free_port()
+    env = {**os.environ, f"SERVE_PORT_{plain}": "foo", f"SERVE_TLS_PORT_{tls}": "tls bar",
+           "HOME": str(tmp_path)}  # the self-signed pair goes under $HOME/.cache
+    p = subprocess.Popen([sys.executable, "-m", "localcluster.agnhost", "porter"], env=env,
+                         cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        assert {p.stdout.readline().strip(), p.stdout.readline().strip()} == {
+            f"porter: serving on {plain}", f"porter: serving TLS on {tls}"}
+        c = http.client.HTTPConnection("127.0.0.1", plain, timeout=10)
+        c.request("GET", "/anything")
+        assert c.getresponse().read() == b"foo"
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        t = http.client.HTTPSConnection("127.0.0.1", tls, timeout=10, context=ctx)
+        t.request("POST", "/", body=b"x")
+        assert t.getresponse().read() == b"tls bar"
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0
+        if p.stdout:
+            p.stdout.close()
+
+
+def test_porter_json_response_names_the_method() -> None:
+    port = free_port()
+    env = {**os.environ, f"SERVE_PORT_{port}": "foo"}
+    p = subprocess.Popen([sys.executable, "-m", "localcluster.agnhost", "porter",
+                          "--json-response"], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                         text=True)
+    try:
+        assert p.stdout is not None and "serving on" in p.stdout.readline()
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("DELETE", "/x")
+        r = c.getresponse()
+        assert r.getheader("Content-Type") == "application/json"
+        assert json.loads(r.read()) == {"Method": "DELETE", "Body": "foo"}
+    finally:
+        p.terminate()
+        p.wait(10)
+        if p.stdout:
+            p.stdout.close()

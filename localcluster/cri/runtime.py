@@ -45,7 +45,6 @@ from localcluster.kubelet_cni import (
     load_network,
     result_ips,
 )
-from localcluster.kubelet_runtime import expand
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +281,8 @@ class RuntimeService(pbg.RuntimeServiceServicer):
         env = {"PATH": DEFAULT_PATH, "HOSTNAME": sb.hostname}
         env.update({kv.key: kv.value for kv in c.envs})
         try:
-            argv = self._argv(ref, [expand(a, env) for a in c.command],
-                              [expand(a, env) for a in c.args])
+            # The kubelet has expanded $(VAR) references already.
+            argv = self._argv(ref, list(c.command), list(c.args))
         except ImageError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         cid = secrets.token_hex(32)
