@@ -209,7 +209,7 @@ def test_no_args_is_pause_and_unknown_subcommand_fails() -> None:
         assert p.wait(30) == 1
     finally:
         _stop(p)
-    q = agnhost("porter")
+    q = agnhost("fake-gpu-server")
     out, _ = q.communicate(timeout=30)
     assert q.returncode == 1 and "not implemented" in out
 
