@@ -9,6 +9,7 @@ as processes (it cannot pull the image).
     python -m localcluster.agnhost serve-hostname [--port=9376] [--http] [--tcp] [--udp]
     python -m localcluster.agnhost connect HOST:PORT [--timeout=1s] [--protocol=tcp|udp|sctp]
     python -m localcluster.agnhost porter | test-webserver [--port=80]   (agnhost_servers.py)
+    python -m localcluster.agnhost dns-suffix | dns-server-list | etc-hosts   (agnhost_dns.py)
 
 The hostname it reports is the pod's: $POD_NAME, else $HOSTNAME (the kubelet
 sets it to the pod's hostname, as container runtimes do), else the machine's.
@@ -718,8 +719,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--udp-data", default="hostname")
     c.add_argument("--sctp-data", default="hostname")
     c.set_defaults(func=cmd_connect)
-    from localcluster import agnhost_servers
+    from localcluster import agnhost_dns, agnhost_servers
     agnhost_servers.add_parsers(sub)
+    agnhost_dns.add_parsers(sub)
     return p
 
 
@@ -728,7 +730,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    known = {"netexec", "pause", "serve-hostname", "connect", "porter", "test-webserver"}
+    known = {"netexec", "pause", "serve-hostname", "connect", "porter", "test-webserver",
+             "dns-suffix", "dns-server-list", "etc-hosts"}
     if args and not args[0].startswith("-") and args[0] not in known:
         print(f"agnhost: subcommand {args[0]!r} is not implemented by this agnhost "
               f"(have: {', '.join(sorted(known))})", file=sys.stderr)

@@ -39,6 +39,20 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     address_family = socket.AF_INET6
 
 
+# Go's http.DetectContentType HTML signatures: upstream porter sets no type,
+# so Go sniffs one, and the apiserver proxy rewrites links only in text/html.
+_HTML_TAGS = ("<!DOCTYPE HTML", "<HTML", "<HEAD", "<SCRIPT", "<IFRAME", "<H1", "<DIV",
+              "<FONT", "<TABLE", "<A", "<STYLE", "<TITLE", "<B", "<BODY", "<BR", "<P", "<!--")
+
+
+def sniff(text: str) -> str:
+    t = text.lstrip("\t\n\x0c\r ").upper()
+    for tag in _HTML_TAGS:
+        if t.startswith(tag) and t[len(tag):len(tag) + 1] in (" ", ">"):
+            return "text/html; charset=utf-8"
+    return "text/plain; charset=utf-8"
+
+
 def _handler(text: str, as_json: bool) -> type[http.server.BaseHTTPRequestHandler]:
     class Answer(http.server.BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: object) -> None:
@@ -49,7 +63,7 @@ def _handler(text: str, as_json: bool) -> type[http.server.BaseHTTPRequestHandle
                     if as_json else text).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json" if as_json
-                             else "text/plain; charset=utf-8")
+                             else sniff(text))
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":

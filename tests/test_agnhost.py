@@ -298,3 +298,21 @@ def test_porter_json_response_names_the_method() -> None:
         p.wait(10)
         if p.stdout:
             p.stdout.close()
+
+
+def test_dns_subcommands_print_resolv_conf_as_upstream() -> None:
+    def run(cmd: str) -> str:
+        return subprocess.run([sys.executable, "-m", "localcluster.agnhost", cmd], cwd=REPO,
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+    resolv = Path("/etc/resolv.conf").read_text().split("\n")
+    first_ns = next(line for line in resolv if line.startswith("nameserver"))
+    assert run("dns-server-list") == ",".join(first_ns.split(" ")[1:]) + "\n"
+    assert run("etc-hosts") == Path("/etc/hosts").read_text() + "\n"
+
+
+def test_porter_sniffs_the_content_type_as_go_does() -> None:
+    from localcluster.agnhost_servers import sniff
+    assert sniff('<a href="/rewriteme">test</a>') == "text/html; charset=utf-8"
+    assert sniff("  <!-- x -->") == "text/html; charset=utf-8"
+    assert sniff("<abbr>") == "text/plain; charset=utf-8"
+    assert sniff("foo") == "text/plain; charset=utf-8"

@@ -151,3 +151,20 @@ def test_pulling_records_known_images_and_refuses_unknown(tmp_path: Path) -> Non
         store.pull("nginx:1.27")
     store.remove("busybox:1.36")
     assert store.resolve(iid) is None
+
+
+def test_hostport_rules_match_the_host_ip_or_any_local_address() -> None:
+    from localcluster.cri.hostports import ruleset
+    nft = ruleset([
+        ("10.244.0.5", {"hostPort": 54323, "containerPort": 8080, "protocol": "tcp",
+                        "hostIP": "127.0.0.1"}),
+        ("10.244.0.6", {"hostPort": 54323, "containerPort": 8081, "protocol": "udp",
+                        "hostIP": ""}),
+        ("fd00::5", {"hostPort": 80, "containerPort": 80, "protocol": "tcp"})])
+    assert nft.startswith("table ip ovnkube-local-hostports {}\n"
+                          "delete table ip ovnkube-local-hostports\n")
+    for chain in ("prerouting", "output"):
+        body = nft.split(f"chain {chain} {{")[1].split("}")[0]
+        assert "ip daddr 127.0.0.1 tcp dport 54323 dnat to 10.244.0.5:8080" in body
+        assert "fib daddr type local udp dport 54323 dnat to 10.244.0.6:8081" in body
+        assert "fd00" not in body  # the table is IPv4 (the cluster is)

@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 
+from localcluster.cri import hostports
 from localcluster.cri.gen import api_pb2 as pb
 from localcluster.cri.gen import api_pb2_grpc as pbg
 from localcluster.cri.imageservice import ImageStore, normalized
@@ -167,9 +168,21 @@ class RuntimeService(pbg.RuntimeServiceServicer):
                           f'type="{plugin}" name="{net.name}" failed (add): {msg}')
         sb.cni_result, sb.ips = result, ips
         self.store.save(sb)
+        if sb.cni_runtime_config.get("portMappings"):
+            self._sync_hostports(context)
         log.info("sandbox %s/%s %s: netns %s, IPs %s", sb.namespace, sb.name, sid[:12],
                  sb.netns, ips)
         return pb.RunPodSandboxResponse(pod_sandbox_id=sid)
+
+    def _sync_hostports(self, context: grpc.ServicerContext) -> None:
+        with self.store.lock:
+            mappings = [(sb.ips[0], m) for sb in self.store.sandboxes.values()
+                        if sb.ready and sb.ips
+                        for m in sb.cni_runtime_config.get("portMappings", [])]
+        try:
+            hostports.sync(mappings)
+        except (RuntimeError, OSError) as e:
+            context.abort(grpc.StatusCode.UNKNOWN, f"hostPort rules: {e}")
 
     def _remove_netns(self, sb: SandboxRecord) -> None:
         if sb.netns and Path(f"/run/netns/{sb.netns}").exists():
@@ -197,6 +210,8 @@ class RuntimeService(pbg.RuntimeServiceServicer):
         self._teardown_network(sb, context)
         sb.ready = False
         self.store.save(sb)
+        if sb.cni_runtime_config.get("portMappings"):
+            self._sync_hostports(context)
         return pb.StopPodSandboxResponse()
 
     def RemovePodSandbox(self, request: pb.RemovePodSandboxRequest,
