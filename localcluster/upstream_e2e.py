@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -53,6 +54,8 @@ def junit_counts(report_dir: Path) -> tuple[int, int, int]:
     passed = failed = skipped = 0
     for f in report_dir.glob("junit*.xml"):
         for case in ET.parse(f).getroot().iter("testcase"):
+            if not str(case.get("name", "")).startswith("[It]"):
+                continue  # suite set-up and report nodes are not tests
             if case.find("skipped") is not None:
                 skipped += 1
             elif case.find("failure") is not None or case.find("error") is not None:
@@ -75,9 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     focus, skip = SETS[a.set]
     focus, skip = a.focus or focus, a.skip or skip
     binary = suite_binary()
-    a.report_dir.mkdir(parents=True, exist_ok=True)
-    for old in a.report_dir.glob("junit*.xml"):
-        old.unlink()
+    shutil.rmtree(a.report_dir, ignore_errors=True)  # the last run's report and dumps
+    a.report_dir.mkdir(parents=True)
     c = Cluster.create(f"up{secrets.token_hex(2)}", a.nodes,
                        lambda m: print("   " + m, flush=True))
     try:

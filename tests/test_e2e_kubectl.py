@@ -216,3 +216,33 @@ def test_nodes_show_the_runtime_and_serve_the_kubelet_api(e: E2E) -> None:
     pods = json.loads(e.kubectl("get", "--raw",
                                 f"/api/v1/nodes/{nodes[0]['metadata']['name']}/proxy/pods"))
     assert pods["kind"] == "PodList"
+
+
+def test_host_ports_from_the_node_and_from_outside(e: E2E) -> None:
+    node = e.nodes[0]
+    _pod(e, f"""apiVersion: v1
+kind: Pod
+metadata: {{name: hp}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: web
+    image: {AGNHOST}
+    args: ["netexec", "--http-port=8080", "--udp-port=8081"]
+    ports:
+    - {{containerPort: 8080, hostPort: 38080}}
+    - {{containerPort: 8081, hostPort: 38081, protocol: UDP}}
+    readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}
+""", "hp")
+    node_ip = e.c.s.node_ip(node)
+
+    def curl(where, url: str) -> str:  # type: ignore[no-untyped-def]
+        return str(where("curl", "-sS", "-m", "5", url))
+    assert curl(lambda *a: e.node_exec(node, *a), "http://127.0.0.1:38080/hostname") == "hp"
+    assert curl(lambda *a: e.node_exec(node, *a), f"http://{node_ip}:38080/hostname") == "hp"
+    assert curl(e.underlay_exec, f"http://{node_ip}:38080/hostname") == "hp"
+    udp = e.underlay_exec("sh", "-c", f"echo hostname | nc -u -w 2 {node_ip} 38081")
+    assert udp == "hp"
+    e.kubectl("delete", "pod", "-n", NS, "hp", "--wait=true", timeout=90)
+    with pytest.raises(subprocess.CalledProcessError):
+        curl(e.underlay_exec, f"http://{node_ip}:38080/hostname")
