@@ -105,8 +105,8 @@ def main() -> int:
     say("the cluster stays up; try it yourself:")
     print(f"   export KUBECONFIG={c.s.kubeconfig}\n"
           f"   .venv/bin/ovnkube-local kubectl --name {NAME} -- get pods -o wide\n"
-          f"   .venv/bin/ovnkube-local exec --name {NAME} default/{src['metadata']['name']} "
-          f"-- curl -s {vip}/hostname\n"
+          f"   kubectl exec {src['metadata']['name']} -- curl -s {vip}/hostname\n"
+          f"   kubectl run -it --rm bb --image=busybox -- nslookup web.default\n"
           f"   .venv/bin/ovnkube-local nbctl --name {NAME} -- show\n"
           f"tear it down with:  .venv/bin/ovnkube-local down --name {NAME}   (or make demo-down)")
     return 0
