@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +247,81 @@ spec:
     e.kubectl("delete", "pod", "-n", NS, "hp", "--wait=true", timeout=90)
     with pytest.raises(subprocess.CalledProcessError):
         curl(e.underlay_exec, f"http://{node_ip}:38080/hostname")
+
+
+def test_kubectl_cp_logs_follow_and_sub_path(e: E2E, tmp_path: Path) -> None:
+    e.kubectl("create", "configmap", "-n", NS, "sub", "--from-literal=a.conf=A",
+              "--from-literal=b.conf=B")
+    _pod(e, """apiVersion: v1
+kind: Pod
+metadata: {name: cpf}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo line $i; sleep 0.3; done"]
+    volumeMounts:
+    - {name: sub, mountPath: /etc/only-b.conf, subPath: b.conf}
+  volumes:
+  - {name: sub, configMap: {name: sub}}
+""", "cpf")
+    assert e.kubectl("exec", "-n", NS, "cpf", "--", "cat", "/etc/only-b.conf") == "B"
+    src = tmp_path / "up.txt"
+    src.write_text("copied in\n")
+    e.kubectl("cp", str(src), f"{NS}/cpf:/tmp/ovk-e2e-cp.txt")
+    assert e.kubectl("exec", "-n", NS, "cpf", "--", "cat", "/tmp/ovk-e2e-cp.txt") == \
+        "copied in\n"
+    back = tmp_path / "down.txt"
+    e.kubectl("cp", f"{NS}/cpf:/tmp/ovk-e2e-cp.txt", str(back))
+    assert back.read_text() == "copied in\n"
+    e.kubectl("exec", "-n", NS, "cpf", "--", "rm", "/tmp/ovk-e2e-cp.txt")
+    # -f keeps streaming: lines written after it started arrive.
+    f = subprocess.Popen([kube_bin("kubectl"), f"--kubeconfig={e.c.s.kubeconfig}", "-n", NS,
+                          "logs", "-f", "--tail=1", "cpf"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert f.stdout is not None
+        first = int(f.stdout.readline().split()[1])
+        later = [int(f.stdout.readline().split()[1]) for _ in range(3)]
+        assert later == [first + 1, first + 2, first + 3]
+    finally:
+        f.terminate()
+        f.wait(10)
+        if f.stdout:
+            f.stdout.close()
+
+
+def test_in_cluster_client_has_its_service_accounts_rights(e: E2E) -> None:
+    e.apply(f"""apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: lister}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: list-pods}}
+rules: [{{apiGroups: [""], resources: [pods], verbs: [list]}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: lister}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: list-pods}}
+subjects: [{{kind: ServiceAccount, name: lister, namespace: {NS}}}]
+""", NS)
+    _pod(e, """apiVersion: v1
+kind: Pod
+metadata: {name: incluster}
+spec:
+  serviceAccountName: lister
+  containers:
+  - {name: c, image: ovnkube-py, command: ["sleep", "3600"]}
+""", "incluster")
+    script = ("from kubernetes import client, config\n"
+              "config.load_incluster_config()\n"
+              "v1 = client.CoreV1Api()\n"
+              f"print(sorted(p.metadata.name for p in v1.list_namespaced_pod('{NS}').items))\n"
+              "try:\n"
+              "    v1.list_node()\n"
+              "except client.ApiException as e:\n"
+              "    print('nodes:', e.status)\n")
+    out = e.kubectl("exec", "-n", NS, "incluster", "--", "python3", "-c", script)
+    assert "'incluster'" in out.splitlines()[0]
+    assert out.splitlines()[1] == "nodes: 403"
