@@ -1,5 +1,5 @@
 """Our agnhost: the subcommands of Kubernetes' e2e test image that network tests
-use, with the same flags, defaults and answers, for pods the netns-kubelet runs
+use, with the same flags, defaults and answers, for pods the local cluster runs
 as processes (it cannot pull the image).
 
     python -m localcluster.agnhost netexec [--http-port=8080] [--udp-port=8081]

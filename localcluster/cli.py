@@ -89,10 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="create a cluster")
     up.add_argument("--nodes", type=int, default=2)
-    up.add_argument("--kubelet", choices=("real", "netns"), default="real",
-                    help="real (default): Kubernetes' kubelet over the project's CRI "
-                         "runtime; netns: the project's small Python kubelet (no volumes, "
-                         "DNS or kubectl exec/logs)")
     up.add_argument("--name", default="ovnk")
     for cmd in ("down", "status", "kubeconfig"):
         sp = sub.add_parser(cmd)
@@ -116,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "up":
             t0 = time.monotonic()
-            c = lc.Cluster.create(a.name, a.nodes, _progress, kubelet=a.kubelet)
+            c = lc.Cluster.create(a.name, a.nodes, _progress)
             print(f"up in {time.monotonic() - t0:.1f}s\n"
                   f"kubeconfig: {c.s.kubeconfig}\n"
                   f"  export KUBECONFIG={c.s.kubeconfig}\n"

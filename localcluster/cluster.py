@@ -7,7 +7,7 @@
                     kube-scheduler, OVN NB/SB + ovn-northd, ovnkube master; 172.18.<i>.2
     <prefix>-<node> per node: ovsdb-server, ovs-vswitchd (netdev), ovn-controller,
                     ovnkube node (br-ex carries eth0 and the node IP 172.18.<i>.1x),
-                    the netns-kubelet; each pod gets a namespace of its own
+                    the kubelet and its CRI runtime; each pod gets a namespace
 
 Everything lives under /tmp/ovk-local-<name>/ and in namespaces named
 `ovk-<name>-*`; the daemons outlive the `up` command and are found again from
@@ -43,7 +43,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = Path("/tmp")
 CLUSTER_CIDR = "10.244.0.0/16/24"
 SERVICE_CIDR = "10.96.0.0/16"
-KUBELETS = ("netns", "real")
 
 
 def cluster_dir(name: str) -> Path:
@@ -84,9 +83,6 @@ class State:
     daemons: list[DaemonRecord] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     ovs_nodes: dict[str, str] = field(default_factory=dict)  # node -> its OVS dir
-    # "netns": the project's Python kubelet; "real": Kubernetes' kubelet over
-    # the project's CRI runtime (localcluster/cri).
-    kubelet: str = "real"
 
     @property
     def underlay(self) -> ipaddress.IPv4Network:
@@ -141,6 +137,7 @@ class State:
         except FileNotFoundError:
             raise LookupError(f"no cluster named {name!r} (no {p})") from None
         data["daemons"] = [DaemonRecord(**d) for d in data.get("daemons", [])]
+        data.pop("kubelet", None)  # written by versions that had two kubelets
         return cls(**data)
 
 
@@ -163,13 +160,10 @@ class Cluster:
 
     # --- bring-up ------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, nodes: int, progress: Progress | None = None,
-               kubelet: str = "real") -> Cluster:
+    def create(cls, name: str, nodes: int, progress: Progress | None = None) -> Cluster:
         check_name(name)
         if not 1 <= nodes <= 50:
             raise ValueError(f"--nodes {nodes}: want 1 to 50")
-        if kubelet not in KUBELETS:
-            raise ValueError(f"--kubelet {kubelet!r}: want one of {', '.join(KUBELETS)}")
         d = cluster_dir(name)
         if (d / "state.json").exists():
             raise FileExistsError(f"cluster {name!r} exists; `ovnkube-local down --name {name}` "
@@ -180,7 +174,7 @@ class Cluster:
                                   f"{', '.join(stale)}; run `ovnkube-local down --name {name}`")
         index = next(i for i in range(0, 250) if i not in used_indexes())
         d.mkdir(parents=True, exist_ok=True)
-        state = State(name, index, node_names(name, nodes), str(d), kubelet=kubelet)
+        state = State(name, index, node_names(name, nodes), str(d))
         state.save()
         c = cls(state, progress)
         try:
@@ -245,18 +239,15 @@ class Cluster:
         for node in s.nodes:
             self.step(f"node {node}: OVS, ovn-controller, ovnkube node, kubelet")
             self._node_up(node, ul)
-        if s.kubelet == "real":
-            self.step("cluster DNS: CoreDNS in kube-system, Service kube-dns "
-                      f"{dns.DNS_SERVICE_IP}")
-            run([kube_bin("kubectl"), f"--kubeconfig={s.kubeconfig}", "apply", "-f", "-"],
-                input=dns.manifest_json())
+        self.step(f"cluster DNS: CoreDNS in kube-system, Service kube-dns {dns.DNS_SERVICE_IP}")
+        run([kube_bin("kubectl"), f"--kubeconfig={s.kubeconfig}", "apply", "-f", "-"],
+            input=dns.manifest_json())
         self.step("waiting for nodes to be Ready")
         self.wait_nodes_ready(timeout=180)
         self.route_pod_subnets(cp)
-        if s.kubelet == "real":
-            self.step("waiting for CoreDNS")
-            self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
-                         "--timeout=180s", timeout=190)
+        self.step("waiting for CoreDNS")
+        self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
+                     "--timeout=180s", timeout=190)
         self.step(f"cluster {s.name!r} is up")
 
     def _uplink(self, ul: str, ns: str, ul_end: str, ip: str) -> None:
@@ -279,27 +270,15 @@ class Cluster:
         for dm in ovs.daemons.daemons:
             self._record(dm)
         cni_bin, cni_conf = d / "cni" / "bin", d / "cni" / "net.d"
-        if s.kubelet == "real":
-            save_kernel_tunables()
-            runtime, kubelet = realkubelet.node_daemons(
-                node, ns, s.node_ip(node), d, s.inner_kubeconfig,
-                Path(s.dir) / "kube" / "pki" / "ca.crt", cni_conf, cni_bin,
-                s.netns(f"p{idx}-"), cluster_dns=[dns.DNS_SERVICE_IP])
-            self._record(runtime.start())
-            sock = realkubelet.cri_socket_path(d)
-            runtime.wait_until(sock.exists, timeout=60, what=f"serving on {sock}")
-            self._record(kubelet.start())
-        else:
-            # In our mount namespace (not `ip netns exec`'s), so the pod namespaces
-            # it creates are visible to the node agent.
-            kubelet = Daemon("kubelet", [
-                sys.executable, "-m", "localcluster.nsexec", ns,
-                sys.executable, "-m", "localcluster.kubelet", f"--node-name={node}",
-                f"--kubeconfig={s.inner_kubeconfig}", f"--cni-conf-dir={cni_conf}",
-                f"--cni-bin-dir={cni_bin}", f"--pod-netns-prefix={s.netns(f'p{idx}-')}",
-                f"--state-dir={d / 'kubelet'}", f"--node-ip={s.node_ip(node)}",
-            ], d / "kubelet.log", env={"PYTHONPATH": str(ROOT)}).start()
-            self._record(kubelet)
+        save_kernel_tunables()
+        runtime, kubelet = realkubelet.node_daemons(
+            node, ns, s.node_ip(node), d, s.inner_kubeconfig,
+            Path(s.dir) / "kube" / "pki" / "ca.crt", cni_conf, cni_bin,
+            s.netns(f"p{idx}-"), cluster_dns=[dns.DNS_SERVICE_IP])
+        self._record(runtime.start())
+        sock = realkubelet.cri_socket_path(d)
+        runtime.wait_until(sock.exists, timeout=60, what=f"serving on {sock}")
+        self._record(kubelet.start())
         agent = Daemon("ovnkube-node", [
             sys.executable, "-m", "ovnkube.cli", "node", f"--node-name={node}",
             f"--k8s-kubeconfig={s.inner_kubeconfig}", f"--sb-address=tcp:{s.cp_ip}:6642",
@@ -332,12 +311,9 @@ class Cluster:
 
     # --- queries -------------------------------------------------------------
     def pod_netns(self, node: str, uid: str) -> str:
-        """The network namespace of pod `uid` on `node`, whichever kubelet runs it."""
-        if self.s.kubelet == "real":
-            from localcluster.cri.records import pod_netns
-            return pod_netns(self.s.node_dir(node) / "cri", uid)
-        from localcluster.kubelet import pod_netns_name
-        return pod_netns_name(self.s.node_dir(node) / "kubelet", uid)
+        """The network namespace of pod `uid` on `node` (its runtime's record)."""
+        from localcluster.cri.records import pod_netns
+        return pod_netns(self.s.node_dir(node) / "cri", uid)
 
     def kubectl(self, *args: str, timeout: float = 60) -> str:
         return run([kube_bin("kubectl"), f"--kubeconfig={self.s.kubeconfig}", *args],

@@ -12,6 +12,8 @@ import errno
 import ipaddress
 import logging
 import os
+import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -185,3 +187,27 @@ class NetnsSet:
                 log.exception("could not delete namespace %s", ns)
         self.namespaces.clear()
         self.root_links.clear()
+
+
+def netns_socket(netns: str | None, family: int, sock_type: int) -> socket.socket:
+    """A socket created in network namespace `netns` (None: ours). A short-lived
+    thread switches its own namespace (setns is per thread) and makes it; the
+    socket stays in that namespace whichever thread uses it."""
+    if not netns:
+        return socket.socket(family, sock_type)
+    out: list[socket.socket] = []
+    err: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            enter_netns(netns)
+            out.append(socket.socket(family, sock_type))
+        except BaseException as e:
+            err.append(e)
+
+    t = threading.Thread(target=make, name=f"setns-{netns}", daemon=True)
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+    return out[0]

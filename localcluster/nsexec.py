@@ -2,8 +2,9 @@
 
 `ip netns exec` also gives the command a mount namespace of its own, so
 namespaces the command creates with `ip netns add` (a bind mount under
-/run/netns) are invisible to everyone else. The netns-kubelet creates pod
-namespaces that the node agent must open, so it is started this way instead.
+/run/netns) are invisible to everyone else, and it remounts /sys (hiding
+the cgroup mounts the kubelet needs). The CRI runtime creates pod namespaces
+that the node agent must open, so it and the kubelet are started this way.
 
     python -m localcluster.nsexec NETNS COMMAND [ARGS...]
 """

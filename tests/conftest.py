@@ -195,8 +195,7 @@ def local_cluster():  # type: ignore[no-untyped-def]
     from localcluster.cluster import Cluster
     from tests.e2e_helpers import E2E
 
-    c = Cluster.create(f"e2e{secrets.token_hex(2)}", 2,
-                       kubelet=os.environ.get("OVNKUBE_LOCAL_KUBELET", "real"))
+    c = Cluster.create(f"e2e{secrets.token_hex(2)}", 2)
     try:
         yield E2E(c)
     finally:

@@ -23,8 +23,6 @@ NS = "kubectl-e2e"
 
 @pytest.fixture(scope="module")
 def e(local_cluster: E2E) -> Iterator[E2E]:
-    if local_cluster.c.s.kubelet != "real":
-        pytest.skip("needs the real kubelet (OVNKUBE_LOCAL_KUBELET=real)")
     local_cluster.kubectl("create", "namespace", NS)
     try:
         yield local_cluster
@@ -132,6 +130,7 @@ spec:
     - {name: sec, mountPath: /etc/sec, readOnly: true}
     - {name: scratch, mountPath: /scratch}
     - {name: info, mountPath: /etc/podinfo}
+    - {name: host, mountPath: /host-tmp, readOnly: true}
   - name: b
     image: busybox
     command: ["sleep", "3600"]
@@ -143,6 +142,8 @@ spec:
   - {name: scratch, emptyDir: {}}
   - name: info
     downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}
+  - name: host
+    hostPath: {path: /etc, type: Directory}
 """, "vols")
 
     def sh(container: str, cmd: str) -> str:
@@ -151,6 +152,7 @@ spec:
     assert sh("a", "cat /etc/cfg/greeting /etc/sec/pw") == "his3cret"
     assert sh("a", "cat /etc/podinfo/labels") == 'tier="test"'
     assert sh("b", "cat /scratch/f") == "shared\n"  # one emptyDir, two containers
+    assert sh("a", "cat /host-tmp/hostname") == Path("/etc/hostname").read_text()
     token = sh("a", "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace")
     assert token == NS
     with pytest.raises(CommandError, match="Read-only file system"):
@@ -195,6 +197,26 @@ spec:
         return e.kubectl("exec", "-n", NS, "sh", "--", "nslookup", name)
     assert svc_ip in wait_for(lambda: lookup("dnsweb"), 60, "dnsweb resolves")
     assert "10.96.0.1" in lookup("kubernetes.default")
+    # A headless Service answers with its pods' addresses, from either node.
+    e.apply("""apiVersion: v1
+kind: Service
+metadata: {name: dnsweb-headless}
+spec:
+  clusterIP: None
+  selector: {app: dnsweb}
+  ports: [{port: 80, targetPort: 8080}]
+""", NS)
+    pod_ip = e.get("pod", "dnsweb", NS)["status"]["podIP"]
+    for node in e.nodes:
+        e.kubectl("run", "-n", NS, f"q-{node}", "--image=busybox",
+                  f"--overrides={json.dumps({'spec': {'nodeName': node}})}", "--",
+                  "sleep", "3600")
+        e.kubectl("wait", "-n", NS, "--for=condition=Ready", f"pod/q-{node}",
+                  "--timeout=120s", timeout=130)
+        got = wait_for(lambda n=node: pod_ip in e.kubectl(
+            "exec", "-n", NS, f"q-{n}", "--", "nslookup", "dnsweb-headless"), 60,
+            f"headless A record from {node}")
+        assert got
     assert "dnsweb" in lookup(f"elsewhere.{NS}.svc.cluster.local")  # the CNAME
     # By name, over the Service: what every manifest does.
     got = e.kubectl("exec", "-n", NS, "sh", "--", "wget", "-qO-", "-T", "5",
@@ -325,3 +347,12 @@ spec:
     out = e.kubectl("exec", "-n", NS, "incluster", "--", "python3", "-c", script)
     assert "'incluster'" in out.splitlines()[0]
     assert out.splitlines()[1] == "nodes: 403"
+
+
+def test_kubectl_run_interactive_attaches_and_removes_the_pod(e: E2E) -> None:
+    out = e.kubectl("run", "-n", NS, "att", "-i", "--rm", "--restart=Never",
+                    "--image=busybox", "--", "sh", "-c", "read x; echo got $x",
+                    input="hello\n", timeout=120)
+    assert "got hello" in out
+    wait_for(lambda: "att" not in e.kubectl("get", "pods", "-n", NS, "-o", "name"), 60,
+             "the pod removed")

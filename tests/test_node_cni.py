@@ -136,8 +136,9 @@ def test_two_nodes_geneve_and_gateway(bed: Bed) -> None:
     assert "NOARP" in run(["ip", "link", "show", "up0"], netns=n1.netns)
     assert "physnet:br-ex" in n1.ovs.vsctl("get", "Open_vSwitch", ".",
                                            "external_ids:ovn-bridge-mappings")
-    # The nodes reach each other over the underlay through br-ex.
-    assert ping(n1.netns, n2.node_ip)
+    # The nodes reach each other over the underlay through br-ex (the first
+    # ARP round can take a while on a loaded machine: wait, then assert).
+    eventually(lambda: ping(n1.netns, n2.node_ip), 30, "node 1 pings node 2's IP")
 
     a, b = bed.new_pod(n1, 5), bed.new_pod(n2, 5)
     bed.add(a)

@@ -30,14 +30,7 @@ from typing import Any
 import grpc
 
 from localcluster.cri import hostports
-from localcluster.cri.gen import api_pb2 as pb
-from localcluster.cri.gen import api_pb2_grpc as pbg
-from localcluster.cri.imageservice import ImageStore, normalized
-from localcluster.cri.records import ContainerRecord, SandboxRecord, Store
-from localcluster.cri.stats import container_stats, sandbox_stats
-from localcluster.cri.streaming import AttachTarget, ExecTarget, ForwardTarget, StreamingServer
-from localcluster.images import ImageError, argv_for, load_map, repository, substitute
-from localcluster.kubelet_cni import (
+from localcluster.cri.cni import (
     CniError,
     CniNetwork,
     CniRuntime,
@@ -46,6 +39,13 @@ from localcluster.kubelet_cni import (
     load_network,
     result_ips,
 )
+from localcluster.cri.gen import api_pb2 as pb
+from localcluster.cri.gen import api_pb2_grpc as pbg
+from localcluster.cri.imageservice import ImageStore, normalized
+from localcluster.cri.records import ContainerRecord, SandboxRecord, Store
+from localcluster.cri.stats import container_stats, sandbox_stats
+from localcluster.cri.streaming import AttachTarget, ExecTarget, ForwardTarget, StreamingServer
+from localcluster.images import ImageError, argv_for, load_map, repository, substitute
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from localcluster.cri import attach
 from localcluster.cri.spdy import Session, Stream
-from localcluster.kubelet_runtime import netns_socket
+from localcluster.netns import netns_socket
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""The netns-kubelet's pure parts and its CNI execution, without an apiserver:
-config selection, conflist chaining with real (tiny) plugin executables, result
-parsing, what a container runs, $(VAR) expansion, probe thresholds."""
+"""The CRI runtime's CNI execution, as containerd's libcni does it: config
+selection, conflist chaining with real (tiny) plugin executables, errors,
+result parsing."""
 
 from __future__ import annotations
 
@@ -10,22 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from localcluster.kubelet_cni import (
+from localcluster.cri.cni import (
     CniError,
     CniRuntime,
     NoNetworkConfig,
     load_network,
     result_ips,
 )
-from localcluster.kubelet_runtime import (
-    ProbeState,
-    StartError,
-    container_argv,
-    expand,
-)
-
-PY = "/venv/python"
-AGNHOST = [PY, "-m", "localcluster.agnhost"]
 
 # A plugin that records its call and answers like a CNI plugin would.
 RECORDER = r'''
@@ -137,40 +128,3 @@ def test_result_ips() -> None:
     assert result_ips({"ips": []}) == []
 
 
-def test_what_a_container_runs() -> None:
-    agn = "registry.k8s.io/e2e-test-images/agnhost:2.53"
-    assert container_argv({"image": agn, "args": ["netexec", "--http-port=80"]}, PY) == \
-        [*AGNHOST, "netexec", "--http-port=80"]
-    assert container_argv({"image": agn, "command": ["/agnhost", "netexec"],
-                           "args": ["--udp-port=-1"]}, PY) == \
-        [*AGNHOST, "netexec", "--udp-port=-1"]
-    assert container_argv({"image": agn}, PY) == [*AGNHOST, "pause"]
-    assert container_argv({"image": agn, "command": ["sh", "-c", "x"]}, PY) == \
-        ["sh", "-c", "x"]
-    assert container_argv({"image": "registry.k8s.io/pause:3.10"}, PY) == [*AGNHOST, "pause"]
-    assert container_argv({"image": "busybox", "command": ["sleep"], "args": ["1"]}, PY) == \
-        ["sleep", "1"]
-    with pytest.raises(StartError) as e:
-        container_argv({"image": "nginx", "args": ["-g", "daemon off;"]}, PY)
-    assert e.value.reason == "ErrImagePull" and '"nginx"' in e.value.message
-    assert "images.json" in e.value.message
-    assert e.value.exit_code is None
-
-
-def test_expand() -> None:
-    env = {"A": "1", "B": "two"}
-    assert expand("$(A)-$(B)-$(C)-$$(A)", env) == "1-two-$(C)-$(A)"
-
-
-def test_probe_thresholds() -> None:
-    p = ProbeState("readiness", {"periodSeconds": 2, "initialDelaySeconds": 5,
-                                 "successThreshold": 2, "failureThreshold": 2}, started=100.0)
-    assert p.next_due == 105.0 and p.result is None
-    assert p.record(True, "", 105.0) is None and p.next_due == 107.0
-    assert p.record(True, "", 107.0) is True
-    assert p.record(False, "x", 109.0) is None
-    assert p.record(True, "", 111.0) is None  # a success resets the failure count
-    assert p.record(False, "x", 113.0) is None
-    assert p.record(False, "x", 115.0) is False and p.last_message == "x"
-    d = ProbeState("liveness", {}, started=0.0)
-    assert (d.period, d.timeout, d.success_threshold, d.failure_threshold) == (10, 1, 1, 3)

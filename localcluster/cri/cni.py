@@ -1,4 +1,4 @@
-"""CNI for the netns-kubelet, done the way kubelet's runtime (libcni) does it:
+"""CNI for the runtime's sandboxes, done the way containerd (libcni) does it:
 the first network config in the conf dir (lexical order), each plugin of the
 list executed with the CNI_* environment and its config on stdin (name and
 cniVersion from the list, prevResult chained), DEL in reverse order with the
