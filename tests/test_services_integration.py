@@ -276,11 +276,17 @@ def test_etp_local_itp_local_and_late_gateway(kube_cluster: KubeControlPlane,
     cip = s["spec"]["clusterIP"]
 
     def programmed() -> dict[str, dict[str, Any]] | None:
+        # Every row asserted below, with its backends: both Services and both
+        # slices arrive separately, so a row can exist before its endpoints.
         r = lbs(ovn_central, P)
-        return r if f"{P}etp_TCP_node_router_{b}" in r and f"{P}itp_TCP_node_switch_{b}" in r \
-            and r[f"{P}etp_TCP_node_router_{b}"]["vips"].get(f"{ip[b]}:{np}") else None
+        want = [f"{P}etp_TCP_node_router_{a}", f"{P}etp_TCP_node_router_{b}",
+                f"{P}etp_TCP_node_switch_{a}", f"{P}etp_TCP_cluster",
+                f"{P}itp_TCP_node_switch_{b}"]
+        if not all(n in r and all(r[n]["vips"].values()) and r[n]["vips"] for n in want):
+            return None
+        return r if r[f"{P}etp_TCP_node_router_{b}"]["vips"].get(f"{ip[b]}:{np}") else None
 
-    rows = eventually(programmed, what="ETP/ITP local LBs")
+    rows = eventually(programmed, what="ETP/ITP local LBs with their backends")
     ra = rows[f"{P}etp_TCP_node_router_{a}"]
     assert ra["vips"] == {f"{ip[a]}:{np}": "10.244.1.5:8080", f"{MASQ}:{np}": "10.244.1.5:8080",
                           "192.0.2.7:80": "10.244.1.5:8080"}
