@@ -29,9 +29,25 @@ def kill_containers(state_dir: Path) -> int:
     return n
 
 
+MOUNTPOINTS = "created-mountpoints"
+
+
+def remember_mountpoints(state_dir: Path, status_file: Path) -> None:
+    """Keep the host paths a shim created, beyond its container's removal."""
+    try:
+        created = json.loads(status_file.read_text()).get("created_mountpoints") or []
+    except (OSError, ValueError):
+        return
+    if created:
+        with open(state_dir / MOUNTPOINTS, "a") as f:
+            f.write("".join(f"{p}\n" for p in created))
+
+
 def created_mountpoints(state_dir: Path) -> set[str]:
     """Host paths the shims had to create as mount points."""
     out: set[str] = set()
+    with contextlib.suppress(OSError):
+        out.update(p for p in (state_dir / MOUNTPOINTS).read_text().splitlines() if p)
     for st in (state_dir / "container-files").glob("*/status.json"):
         with contextlib.suppress(OSError, ValueError):
             out.update(json.loads(st.read_text()).get("created_mountpoints") or [])

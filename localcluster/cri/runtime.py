@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 
 from localcluster.cri import hostports
+from localcluster.cri.cleanup import remember_mountpoints
 from localcluster.cri.cni import (
     CniError,
     CniNetwork,
@@ -352,6 +353,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
             time.sleep(0.01)
         rec.refresh()
         self.store.save(rec)
+        remember_mountpoints(self.cfg.state_dir, rec.status_file)
         if rec.finished_ns and rec.reason == "StartError":
             context.abort(grpc.StatusCode.UNKNOWN, f"failed to start container: {rec.message}")
         log.info("container %s (%s) started: %s", rec.name, rec.id[:12], rec.argv)
