@@ -168,3 +168,16 @@ def test_hostport_rules_match_the_host_ip_or_any_local_address() -> None:
         assert "ip daddr 127.0.0.1 tcp dport 54323 dnat to 10.244.0.5:8080" in body
         assert "fib daddr type local udp dport 54323 dnat to 10.244.0.6:8081" in body
         assert "fd00" not in body  # the table is IPv4 (the cluster is)
+
+
+def test_terminal_sizes_are_read_across_chunk_boundaries() -> None:
+    from localcluster.cri.streaming import terminal_sizes
+
+    class Chunks:
+        def __init__(self, parts: list[bytes]) -> None:
+            self.parts = parts
+
+        def read(self) -> bytes:
+            return self.parts.pop(0) if self.parts else b""
+    parts = [b'{"Width":80,"Hei', b'ght":24}{"Width":100,', b'"Height":30}']
+    assert list(terminal_sizes(Chunks(parts))) == [(24, 80), (30, 100)]  # type: ignore[arg-type]

@@ -224,8 +224,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
             ctr.stop(0)
             self._forget_container(ctr)
         self._teardown_network(sb, context)
-        with contextlib.suppress(OSError):
-            subprocess.run(["rm", "-rf", str(self.cfg.state_dir / "sandbox-files" / sb.id)])
+        shutil.rmtree(self.cfg.state_dir / "sandbox-files" / sb.id, ignore_errors=True)
         self.store.forget(sb)
         return pb.RemovePodSandboxResponse()
 
@@ -368,8 +367,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
         return pb.StopContainerResponse()
 
     def _forget_container(self, rec: ContainerRecord) -> None:
-        with contextlib.suppress(OSError):
-            subprocess.run(["rm", "-rf", rec.run_dir])
+        shutil.rmtree(rec.run_dir, ignore_errors=True)
         self.store.forget(rec)
 
     def RemoveContainer(self, request: pb.RemoveContainerRequest,

@@ -25,7 +25,7 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -101,6 +101,22 @@ class _Streams:
     def wait_for(self, types: set[str], timeout: float) -> bool:
         with self.cv:
             return self.cv.wait_for(lambda: types <= set(self.by_type), timeout)
+
+
+def terminal_sizes(stream: Stream) -> Iterator[tuple[int, int]]:
+    """(height, width) of each resize message: JSON objects, back to back,
+    split anywhere across the stream's chunks."""
+    dec = json.JSONDecoder()
+    buf = ""
+    while chunk := stream.read():
+        buf += chunk.decode(errors="replace")
+        while buf.strip():
+            try:
+                size, end = dec.raw_decode(buf.lstrip())
+            except ValueError:
+                break  # incomplete: wait for the rest
+            buf = buf.lstrip()[end:]
+            yield int(size.get("Height", 0)), int(size.get("Width", 0))
 
 
 def _pump_to_stream(read: Callable[[], bytes], stream: Stream) -> None:
@@ -306,19 +322,10 @@ class StreamingServer:
 
     @staticmethod
     def _resize(stream: Stream, master: int) -> None:
-        buf = b""
-        while chunk := stream.read():
-            buf += chunk
-            dec = json.JSONDecoder()
-            while buf.strip():
-                try:
-                    size, end = dec.raw_decode(buf.decode().lstrip())
-                except ValueError:
-                    break
-                buf = buf.decode().lstrip()[end:].encode()
-                with contextlib.suppress(OSError):
-                    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack(
-                        "HHHH", int(size.get("Height", 0)), int(size.get("Width", 0)), 0, 0))
+        for height, width in terminal_sizes(stream):
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(master, termios.TIOCSWINSZ,
+                            struct.pack("HHHH", height, width, 0, 0))
 
     # --- attach --------------------------------------------------------------
     def _attach(self, streams: _Streams, t: AttachTarget, proto: str) -> None:
@@ -346,18 +353,8 @@ class StreamingServer:
             send(attach.STDIN_EOF)
 
         def resize() -> None:
-            dec = json.JSONDecoder()
-            buf = ""
-            while chunk := s["resize"].read():
-                buf += chunk.decode(errors="replace")
-                while buf.strip():
-                    try:
-                        size, end = dec.raw_decode(buf.lstrip())
-                    except ValueError:
-                        break
-                    buf = buf.lstrip()[end:]
-                    send(attach.RESIZE, struct.pack(">HH", int(size.get("Height", 0)),
-                                                    int(size.get("Width", 0))))
+            for height, width in terminal_sizes(s["resize"]):
+                send(attach.RESIZE, struct.pack(">HH", height, width))
         for name, fn in (("stdin", stdin), ("resize", resize)):
             if name in s:
                 threading.Thread(target=fn, daemon=True).start()
