@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="create a cluster")
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--name", default="ovnk")
+    up.add_argument("--retain", action="store_true",
+                    help="on a failed bring-up keep what was made, to look at (like kind's)")
     for cmd in ("down", "status", "kubeconfig"):
         sp = sub.add_parser(cmd)
         sp.add_argument("--name", default="ovnk")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "up":
             t0 = time.monotonic()
-            c = lc.Cluster.create(a.name, a.nodes, _progress)
+            c = lc.Cluster.create(a.name, a.nodes, _progress, retain=a.retain)
             print(f"up in {time.monotonic() - t0:.1f}s\n"
                   f"kubeconfig: {c.s.kubeconfig}\n"
                   f"  export KUBECONFIG={c.s.kubeconfig}\n"
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         c = lc.load(a.name)
         if a.cmd == "status":
-            print(f"cluster {a.name}: nodes {', '.join(c.s.nodes)}; underlay {c.s.underlay}")
+            print(f"cluster {a.name}: nodes {', '.join(c.s.all_nodes)}; "
+                  f"underlay {c.s.underlay}")
             for name, ns, st in c.status():
                 print(f"  {name:24} {ns:18} {st}")
             print(c.kubectl("get", "nodes", "-o", "wide", timeout=20))
@@ -156,8 +159,8 @@ def pass_through(cmd: str, opts: dict[str, str], target: str | None, rest: list[
             assert target is not None
             return _exec_in(_pod_netns(c, target), rest)
         if cmd == "node-exec":
-            if target not in c.s.nodes:
-                raise LookupError(f"no node {target!r}; nodes: {', '.join(c.s.nodes)}")
+            if target not in c.s.all_nodes:
+                raise LookupError(f"no node {target!r}; nodes: {', '.join(c.s.all_nodes)}")
             return _exec_in(c.s.node_netns(target), rest)
         if cmd == "nbctl":
             os.execvp("ovn-nbctl", ["ovn-nbctl", f"--db=unix:{c.s.nb_sock}", *rest])
@@ -166,9 +169,9 @@ def pass_through(cmd: str, opts: dict[str, str], target: str | None, rest: list[
         if cmd == "vsctl":
             node = opts.get("node")
             if node is None:
-                raise UsageError(f"vsctl: give --node NODE (nodes: {', '.join(c.s.nodes)})")
+                raise UsageError(f"vsctl: give --node NODE (nodes: {', '.join(c.s.all_nodes)})")
             if node not in c.s.ovs_nodes:
-                raise LookupError(f"no node {node!r}; nodes: {', '.join(c.s.nodes)}")
+                raise LookupError(f"no node {node!r}; nodes: {', '.join(c.s.all_nodes)}")
             db = f"unix:{c.s.ovs_nodes[node]}/db.sock"
             os.execvp("ovs-vsctl", ["ovs-vsctl", f"--db={db}", *rest])
         kubectl = kube_bin("kubectl")

@@ -4,7 +4,9 @@
       127.0.0.1:<port>  --portforward-->  <cp>:6443
     <prefix>-ul     underlay: Linux bridge br-ul, 172.18.<i>.1/24 (the nodes' next hop)
     <prefix>-cp     control plane: etcd, kube-apiserver, kube-controller-manager,
-                    kube-scheduler, OVN NB/SB + ovn-northd, ovnkube master; 172.18.<i>.2
+                    kube-scheduler, OVN NB/SB + ovn-northd, ovnkube master; 172.18.<i>.2;
+                    and, as in kind, the node <name>-control-plane (tainted NoSchedule)
+                    with everything a worker has
     <prefix>-<node> per node: ovsdb-server, ovs-vswitchd (netdev), ovn-controller,
                     ovnkube node (br-ex carries eth0 and the node IP 172.18.<i>.1x),
                     the kubelet and its CRI runtime; each pod gets a namespace
@@ -83,6 +85,11 @@ class State:
     daemons: list[DaemonRecord] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     ovs_nodes: dict[str, str] = field(default_factory=dict)  # node -> its OVS dir
+    control_plane: str = ""  # the control-plane node, like kind's (tainted NoSchedule)
+
+    @property
+    def all_nodes(self) -> list[str]:
+        return ([self.control_plane] if self.control_plane else []) + self.nodes
 
     @property
     def underlay(self) -> ipaddress.IPv4Network:
@@ -96,6 +103,8 @@ class State:
         return self.ip(2)
 
     def node_ip(self, node: str) -> str:
+        if node == self.control_plane:
+            return self.cp_ip
         return self.ip(10 + self.nodes.index(node))
 
     @property
@@ -118,7 +127,14 @@ class State:
         return f"{netns_prefix(self.name)}{suffix}"
 
     def node_netns(self, node: str) -> str:
+        if node == self.control_plane:
+            return self.netns("cp")
         return self.netns(f"n{self.nodes.index(node) + 1}")
+
+    def pod_netns_prefix(self, node: str) -> str:
+        if node == self.control_plane:
+            return self.netns("p0-")
+        return self.netns(f"p{self.nodes.index(node) + 1}-")
 
     def node_dir(self, node: str) -> Path:
         return Path(self.dir) / node
@@ -160,7 +176,8 @@ class Cluster:
 
     # --- bring-up ------------------------------------------------------------
     @classmethod
-    def create(cls, name: str, nodes: int, progress: Progress | None = None) -> Cluster:
+    def create(cls, name: str, nodes: int, progress: Progress | None = None,
+               retain: bool = False) -> Cluster:
         check_name(name)
         if not 1 <= nodes <= 50:
             raise ValueError(f"--nodes {nodes}: want 1 to 50")
@@ -174,14 +191,18 @@ class Cluster:
                                   f"{', '.join(stale)}; run `ovnkube-local down --name {name}`")
         index = next(i for i in range(0, 250) if i not in used_indexes())
         d.mkdir(parents=True, exist_ok=True)
-        state = State(name, index, node_names(name, nodes), str(d))
+        state = State(name, index, node_names(name, nodes), str(d),
+                      control_plane=f"{name}-control-plane")
         state.save()
         c = cls(state, progress)
         try:
             c._up()
         except BaseException:
-            c.step("bring-up failed; removing what was made")
-            c.down()
+            if retain:
+                c.step(f"bring-up failed; kept for a look (`ovnkube-local down --name {name}`)")
+            else:
+                c.step("bring-up failed; removing what was made")
+                c.down()
             raise
         return c
 
@@ -236,7 +257,10 @@ class Cluster:
         ], base / "ovnkube-master.log", netns=cp, env={"PYTHONPATH": str(ROOT)}).start()
         self._record(master)
 
-        for node in s.nodes:
+        # The control plane is a node of the pod network, as in kind: the
+        # apiserver reaches pods through its own management port.
+        nets.add_route("0.0.0.0/0", gateway=s.ip(1), ns=cp)
+        for node in s.all_nodes:
             self.step(f"node {node}: OVS, ovn-controller, ovnkube node, kubelet")
             self._node_up(node, ul)
         self.step(f"cluster DNS: CoreDNS in kube-system, Service kube-dns {dns.DNS_SERVICE_IP}")
@@ -244,7 +268,10 @@ class Cluster:
             input=dns.manifest_json())
         self.step("waiting for nodes to be Ready")
         self.wait_nodes_ready(timeout=180)
-        self.route_pod_subnets(cp)
+        # The kubelet may not set node-role labels itself (kubeadm sets them too).
+        self.kubectl("label", "node", s.control_plane, "--overwrite",
+                     "node-role.kubernetes.io/control-plane=",
+                     "node.kubernetes.io/exclude-from-external-load-balancers=")
         self.step("waiting for CoreDNS")
         self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
                      "--timeout=180s", timeout=190)
@@ -259,10 +286,13 @@ class Cluster:
 
     def _node_up(self, node: str, ul: str) -> None:
         s = self.s
-        idx = s.nodes.index(node) + 1
-        ns = self._ns(f"n{idx}")
-        self._uplink(ul, ns, f"v-n{idx}", s.node_ip(node))
-        nets.add_route("0.0.0.0/0", gateway=s.ip(1), ns=ns)
+        if node == s.control_plane:
+            ns = s.node_netns(node)  # made with the control plane, uplink and all
+        else:
+            idx = s.nodes.index(node) + 1
+            ns = self._ns(f"n{idx}")
+            self._uplink(ul, ns, f"v-n{idx}", s.node_ip(node))
+            nets.add_route("0.0.0.0/0", gateway=s.ip(1), ns=ns)
         d = s.node_dir(node)
         ovs = OvsNode(d / "ovs", netns=ns)
         ovs.start(bridge=None)
@@ -274,7 +304,8 @@ class Cluster:
         runtime, kubelet = realkubelet.node_daemons(
             node, ns, s.node_ip(node), d, s.inner_kubeconfig,
             Path(s.dir) / "kube" / "pki" / "ca.crt", cni_conf, cni_bin,
-            s.netns(f"p{idx}-"), cluster_dns=[dns.DNS_SERVICE_IP])
+            s.pod_netns_prefix(node), cluster_dns=[dns.DNS_SERVICE_IP],
+            control_plane=node == s.control_plane)
         self._record(runtime.start())
         sock = realkubelet.cri_socket_path(d)
         runtime.wait_until(sock.exists, timeout=60, what=f"serving on {sock}")
@@ -294,20 +325,6 @@ class Cluster:
         ctl.start()
         for dm in ctl.daemons.daemons:
             self._record(dm)
-
-    def route_pod_subnets(self, cp: str) -> None:
-        """The control plane reaches each node's pods through that node, as a
-        router in front of a cluster would (kind's control plane is a node of
-        the pod network): the apiserver's pod proxy, webhooks. Through the
-        pod's own node, the reply leaves by the gateway router the request
-        came in by, so its conntrack answers it without SNAT."""
-        out = self.kubectl("get", "nodes", "-o", "json", timeout=30)
-        for n in json.loads(out)["items"]:
-            raw = (n["metadata"].get("annotations") or {}).get("k8s.ovn.org/node-subnets")
-            subnets = (json.loads(raw) or {}).get("default", []) if raw else []
-            for sn in [subnets] if isinstance(subnets, str) else subnets:
-                if ":" not in sn:
-                    nets.add_route(sn, gateway=self.s.node_ip(n["metadata"]["name"]), ns=cp)
 
     # --- queries -------------------------------------------------------------
     def pod_netns(self, node: str, uid: str) -> str:
@@ -331,7 +348,7 @@ class Cluster:
 
     def wait_nodes_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        want = set(self.s.nodes)
+        want = set(self.s.all_nodes)
         while True:
             self.check_daemons()
             out = run([kube_bin("kubectl"), f"--kubeconfig={self.s.kubeconfig}", "get", "nodes",
@@ -374,9 +391,9 @@ class Cluster:
         # The real kubelet leaves its pods running (as on a real node); their
         # containers outlive the runtime, so they go by the runtime's records.
         mountpoints: set[str] = set()
-        for node in s.nodes:
-            for d in by_name.get("cri-runtime", []):
-                stop_pid(d.pid, timeout=10)
+        for d in by_name.get("cri-runtime", []):
+            stop_pid(d.pid, timeout=10)
+        for node in s.all_nodes:
             kill_containers(s.node_dir(node) / "cri")
             mountpoints |= created_mountpoints(s.node_dir(node) / "cri")
         _remove_log_links(Path(s.dir))

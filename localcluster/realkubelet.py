@@ -25,8 +25,11 @@ TUNABLES = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/p
 SAVED_TUNABLES = Path("/run/ovnkube-local/kernel-tunables.json")
 
 
+CONTROL_PLANE_TAINT = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+
+
 def kubelet_config(node_ip: str, ca: Path, root: Path, cri_socket: Path,
-                   cluster_dns: list[str]) -> dict[str, object]:
+                   cluster_dns: list[str], control_plane: bool = False) -> dict[str, object]:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -48,6 +51,7 @@ def kubelet_config(node_ip: str, ca: Path, root: Path, cri_socket: Path,
         "nodeStatusUpdateFrequency": "10s", "syncFrequency": "10s",
         "fileCheckFrequency": "20s", "shutdownGracePeriod": "0s",
         "maxPods": 110,
+        **({"registerWithTaints": [CONTROL_PLANE_TAINT]} if control_plane else {}),
     }
 
 
@@ -57,13 +61,14 @@ def cri_socket_path(node_dir: Path) -> Path:
 
 def node_daemons(node: str, netns: str, node_ip: str, node_dir: Path, kubeconfig: Path,
                  ca: Path, cni_conf: Path, cni_bin: Path, pod_netns_prefix: str,
-                 cluster_dns: list[str]) -> tuple[Daemon, Daemon]:
+                 cluster_dns: list[str], control_plane: bool = False) -> tuple[Daemon, Daemon]:
     """The CRI runtime and the kubelet of one node, not started yet."""
     cri_socket = cri_socket_path(node_dir)
     root = node_dir / "kubelet"
     root.mkdir(parents=True, exist_ok=True)
     config = root / "config.json"  # JSON is YAML
-    config.write_text(json.dumps(kubelet_config(node_ip, ca, root, cri_socket, cluster_dns),
+    config.write_text(json.dumps(kubelet_config(node_ip, ca, root, cri_socket, cluster_dns,
+                                                control_plane),
                                  indent=1))
     env = {"PYTHONPATH": str(ROOT)}
     runtime = Daemon("cri-runtime", [

@@ -25,7 +25,8 @@ from northd_sync.rows import (
 )
 
 NON_ROOT = frozenset({"Logical_Switch_Port", "Logical_Router_Port", "ACL", "NAT",
-                      "Logical_Router_Static_Route", "Gateway_Chassis"})
+                      "Logical_Router_Static_Route", "Logical_Router_Policy",
+                      "Gateway_Chassis"})
 NO_EXTERNAL_IDS = frozenset({"Load_Balancer_Group"})
 
 

@@ -322,6 +322,42 @@ class LogicalRouterStaticRoute(Row):
 
 
 @dataclass(frozen=True)
+class LogicalRouterPolicy(Row):
+    """A routing policy: `action` (allow, drop, reroute to `nexthops`) for
+    packets matching `match`, decided before the routing table."""
+
+    TABLE: ClassVar[str] = "Logical_Router_Policy"
+    NAMED: ClassVar[bool] = False
+    COLUMNS: ClassVar[Mapping[str, Column]] = {
+        "priority": _c("priority", Kind.INT),
+        "match": _c("match", Kind.STR),
+        "action": _c("action", Kind.STR),
+        "nexthops": _c("nexthops", Kind.STR_SET),
+        "options": _c("options", Kind.MAP),
+    }
+    PARENTS: ClassVar[tuple[Parent, ...]] = (
+        Parent("router", "Logical_Router", "policies"),)
+
+    router: str
+    priority: int
+    match: str
+    action: str
+    nexthops: Sequence[str] = ()
+    options: Mapping[str, str] = field(default_factory=FrozenMap)
+
+    def _check(self) -> None:
+        if self.action not in ("allow", "drop", "reroute"):
+            raise ValueError(f"Logical_Router_Policy {self.match!r}: action {self.action!r} "
+                             "is not allow, drop or reroute")
+        if (self.action == "reroute") != bool(self.nexthops):
+            raise ValueError(f"Logical_Router_Policy {self.match!r}: nexthops go with "
+                             "action reroute, and only with it")
+
+    def default_key(self) -> str:
+        return f"{self.router}|{self.priority}|{self.match}"
+
+
+@dataclass(frozen=True)
 class NAT(Row):
     TABLE: ClassVar[str] = "NAT"
     NAMED: ClassVar[bool] = False
@@ -515,8 +551,8 @@ class Meter(Row):
 
 ROW_TYPES: tuple[type[Row], ...] = (
     LogicalSwitch, LogicalSwitchPort, LogicalRouter, LogicalRouterPort,
-    LogicalRouterStaticRoute, NAT, LoadBalancer, LoadBalancerGroup, ACL, PortGroup,
-    AddressSet, GatewayChassis, Meter,
+    LogicalRouterStaticRoute, LogicalRouterPolicy, NAT, LoadBalancer, LoadBalancerGroup, ACL,
+    PortGroup, AddressSet, GatewayChassis, Meter,
 )
 ROW_TYPE_BY_TABLE: dict[str, type[Row]] = {t.TABLE: t for t in ROW_TYPES}
 
@@ -525,6 +561,7 @@ ROW_TYPE_BY_TABLE: dict[str, type[Row]] = {t.TABLE: t for t in ROW_TYPES}
 TABLE_ORDER: tuple[str, ...] = (
     "Load_Balancer_Group", "Meter", "Address_Set", "Logical_Switch", "Logical_Router",
     "Logical_Switch_Port", "Logical_Router_Port", "Gateway_Chassis",
-    "Logical_Router_Static_Route", "NAT", "Load_Balancer", "Port_Group", "ACL",
+    "Logical_Router_Static_Route", "Logical_Router_Policy", "NAT", "Load_Balancer",
+    "Port_Group", "ACL",
 )
 TABLE_RANK: dict[str, int] = {t: i for i, t in enumerate(TABLE_ORDER)}

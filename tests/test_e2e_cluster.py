@@ -3,6 +3,7 @@ userspace, node agents, the CNI shim run by a kubelet, pods as processes."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -87,7 +88,8 @@ def test_second_cluster_beside_and_down_leaves_nothing(local_cluster: E2E) -> No
     # Side by side with the session's cluster: its own subnet, names and dir.
     assert c.s.underlay != local_cluster.c.s.underlay
     assert c.s.api_port != local_cluster.c.s.api_port
-    assert c.kubectl("get", "nodes", "-o", "name").split() == [f"node/{name}-worker"]
+    assert c.kubectl("get", "nodes", "-o", "name").split() == [
+        f"node/{name}-control-plane", f"node/{name}-worker"]
     c.down()
     assert nets.list_netns(netns_prefix(name)) == []
     assert our_pids(marker=d) == []
@@ -97,7 +99,7 @@ def test_second_cluster_beside_and_down_leaves_nothing(local_cluster: E2E) -> No
     # `down && up` with the same name just works: nothing of the old one is in the way.
     again = Cluster.create(name, 1)
     try:
-        assert again.kubectl("get", "nodes", "-o", "name").split() == [f"node/{name}-worker"]
+        assert f"node/{name}-worker" in again.kubectl("get", "nodes", "-o", "name").split()
     finally:
         again.down()
     assert nets.list_netns(netns_prefix(name)) == [] and our_pids(marker=d) == []
@@ -122,15 +124,14 @@ def test_command_line(local_cluster: E2E) -> None:
     kubeconfig = run("kubeconfig", "--name", name).strip()
     assert kubeconfig == str(e.c.s.kubeconfig)
     nodes = run("kubectl", "--name", name, "--", "get", "nodes", "-o", "name").split()
-    assert nodes == [f"node/{n}" for n in e.nodes]
+    assert nodes == [f"node/{n}" for n in sorted(e.c.s.all_nodes)]
     n1 = e.nodes[0]
     assert "br-ex" in run("node-exec", "--name", name, n1, "--", "ip", "-br", "addr")
     assert f"({n1})" in run("nbctl", "--name", name, "--", "show")
     # Options of the other program pass as given, with or without `--`.
     assert n1 in run("nbctl", "--name", name, "--bare", "--columns=name", "list",
                      "Logical_Switch").split()
-    assert run("kubectl", "--name", name, "get", "nodes", "-o", "name").split() == [
-        f"node/{n}" for n in e.nodes]
+    assert run("kubectl", "--name", name, "get", "nodes", "-o", "name").split() == nodes
     assert f"Chassis {n1}" in run("sbctl", "--name", name, "--", "show")
     assert set(run("vsctl", "--name", name, "--node", n1, "--", "list-br").split()) == {
         "br-int", "br-ex"}
@@ -165,3 +166,47 @@ def test_kubectl_run_busybox_and_unknown_image(local_cluster: E2E) -> None:
         assert '"nginx:1.27"' in msg and "images.json" in msg, msg
     finally:
         e.kubectl("delete", "pod", "bb", "ng", "--wait=false")
+
+
+def test_control_plane_node_like_kinds(local_cluster: E2E) -> None:
+    """The control plane is a node, as in kind: tainted NoSchedule, labelled
+    with its role, in the pod network. Pods that tolerate the taint (system
+    pods, Helm's host-network OVN central) run there and reach the apiserver
+    on the node's own address through the kubernetes Service."""
+    e = local_cluster
+    cp = e.c.s.control_plane
+    node = json.loads(e.kubectl("get", "node", cp, "-o", "json"))
+    assert {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"} in \
+        node["spec"]["taints"]
+    assert "node-role.kubernetes.io/control-plane" in node["metadata"]["labels"]
+    addrs = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+    assert addrs["InternalIP"] == e.cp_ip
+    # What does not tolerate the taint goes to the workers only.
+    e.apply(netexec_deployment("spread", 4))
+    pods = e.ready_pods("app=spread", 4)
+    assert {p["spec"]["nodeName"] for p in pods} <= set(e.nodes)
+    # A pod and a host-network pod on the control-plane node.
+    tolerate = ("      tolerations: [{key: node-role.kubernetes.io/control-plane, "
+                "effect: NoSchedule}]\n")
+    e.apply(netexec_deployment("on-cp", 1, node=cp).replace("      containers:",
+                                                          tolerate + "      containers:"))
+    e.apply(netexec_deployment("on-cp-host", 1, node=cp).replace(
+        "      containers:", tolerate + "      hostNetwork: true\n      containers:"))
+    try:
+        (pod,) = e.ready_pods("app=on-cp", 1)
+        (host,) = e.ready_pods("app=on-cp-host", 1)
+        assert host["status"]["podIP"] == e.cp_ip
+        assert e.kubectl("exec", host["metadata"]["name"], "--", "hostname").strip() == cp
+        # The kubernetes Service's backend is this node's own address.
+        assert e.curl(lambda *c: e.pod_exec(pod, *c), "https://10.96.0.1/healthz", "-k") == "ok"
+        # Pods on the workers and the control-plane node reach each other,
+        # and the control plane's host reaches pods through its own node.
+        for src, dst in ((pod, pods[0]), (pods[0], pod)):
+            got = e.curl(lambda *c, s=src: e.pod_exec(s, *c),
+                         f"http://{dst['status']['podIP']}:8080/hostname")
+            assert got == dst["metadata"]["name"]
+        got = e.curl(lambda *c: e.node_exec(cp, *c),
+                     f"http://{pods[0]['status']['podIP']}:8080/hostname")
+        assert got == pods[0]["metadata"]["name"]
+    finally:
+        e.kubectl("delete", "deployment", "spread", "on-cp", "on-cp-host", "--wait=false")

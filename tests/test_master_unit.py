@@ -15,6 +15,7 @@ from northd_sync.rows import (
     GatewayChassis,
     LoadBalancer,
     LogicalRouter,
+    LogicalRouterPolicy,
     LogicalRouterPort,
     LogicalRouterStaticRoute,
     LogicalSwitch,
@@ -163,6 +164,11 @@ def test_topology_rows_for_a_node_with_gateway() -> None:
                       ("GR_n1", "169.254.169.2/32", "169.254.169.2", None),
                       ("ovn_cluster_router", "10.244.1.0/24", "100.64.0.2", "src-ip"),
                       ("ovn_cluster_router", "100.64.0.2/32", "100.64.0.2", None)}
+    # The node's pods reach the node's own address through its management port.
+    (pol,) = [r for r in rows if isinstance(r, LogicalRouterPolicy)]
+    assert (pol.router, pol.priority, pol.match, pol.action, tuple(pol.nexthops)) == (
+        "ovn_cluster_router", 1004, 'inport == "rtos-n1" && ip4.dst == 172.18.0.2 /* n1 */',
+        "reroute", ("10.244.1.2",))
     # Without chassis and gateway: only the node switch part.
     small = topology.node_rows(cfg, "n1", N("10.244.1.0/24"), I("100.64.0.2/16"), None, None)
     assert {type(r).__name__ for r in small} == {"LogicalSwitch", "LogicalRouterPort",

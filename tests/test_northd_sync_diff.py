@@ -21,6 +21,7 @@ from northd_sync import (
     LoadBalancer,
     LoadBalancerGroup,
     LogicalRouter,
+    LogicalRouterPolicy,
     LogicalRouterPort,
     LogicalRouterStaticRoute,
     LogicalSwitch,
@@ -82,6 +83,8 @@ def test_keys_of_rows_without_names_come_from_their_defining_columns() -> None:
     assert n.key == "GR_n1|snat|172.18.0.2|10.244.0.0/16"
     acl = ACL("to-lport", 1001, "ip4.src == 10.0.0.1", "allow-related", port_group="pg")
     assert acl.key == "pg:pg|to-lport|1001|ip4.src == 10.0.0.1"
+    pol = LogicalRouterPolicy("r", 1004, "ip4.dst == 1.2.3.4", "reroute", nexthops=["10.0.0.2"])
+    assert pol.key == "r|1004|ip4.dst == 1.2.3.4" and pol.nexthops == ("10.0.0.2",)
 
 
 def test_row_validation() -> None:
@@ -93,6 +96,12 @@ def test_row_validation() -> None:
         LogicalRouterPort("rtos-n1", "r", "0a:58:0a:f4:01:01", [])
     with pytest.raises(ValueError, match="at least one band"):
         Meter("m", "pktps", [])
+    with pytest.raises(ValueError, match="action 'forward' is not allow, drop or reroute"):
+        LogicalRouterPolicy("r", 1004, "ip4", "forward")
+    with pytest.raises(ValueError, match="nexthops go with action reroute"):
+        LogicalRouterPolicy("r", 1004, "ip4", "reroute")
+    with pytest.raises(ValueError, match="nexthops go with action reroute"):
+        LogicalRouterPolicy("r", 1004, "ip4", "allow", nexthops=("10.0.0.2",))
 
 
 # --- planning ---------------------------------------------------------------------
@@ -237,6 +246,8 @@ def test_full_topology_round_trip() -> None:
                           ["10.244.1.1/24"]),
         GatewayChassis("rtos-n1-ch1", "rtos-n1", "ch1", 1),
         LogicalRouterStaticRoute("ovn_cluster_router", "10.244.1.0/24", "100.64.0.2"),
+        LogicalRouterPolicy("ovn_cluster_router", 1004, "ip4.dst == 172.18.0.2", "reroute",
+                            nexthops=["10.244.1.2"]),
         NAT("ovn_cluster_router", "snat", "172.18.0.2", "10.244.0.0/16"),
         LogicalSwitch("n1", load_balancer_groups=["clusterLBGroup"]),
         LogicalSwitchPort("stor-n1", "n1", type="router", addresses=["router"],

@@ -22,6 +22,7 @@ from northd_sync.rows import (
     LoadBalancer,
     LoadBalancerGroup,
     LogicalRouter,
+    LogicalRouterPolicy,
     LogicalRouterPort,
     LogicalRouterStaticRoute,
     LogicalSwitch,
@@ -40,6 +41,7 @@ CLUSTER_OWNER_TYPE = "Cluster"
 GR_SNAT_PORT_RANGE = "{}-{}".format(*GR_SNAT_PORTS)
 CLUSTER_OWNER = "default"
 MGMT_ALLOW_PRIORITY = 1001  # NetworkPolicy's allow tier: above its default deny
+NODE_IP_REROUTE_PRIORITY = 1004  # ovn-kubernetes' priority for pod -> own node IP
 
 
 def owner(owner_type: str, name: str) -> Owner:
@@ -159,6 +161,17 @@ def gateway_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterf
     for hop in gw.next_hops:
         rows.append(LogicalRouterStaticRoute(gr, ip_prefix="0.0.0.0/0", nexthop=str(hop),
                                              output_port=names.gr_to_ext(node)))
+    # Pods reach their own node's addresses (hostNetwork pods, the Services
+    # they back, an apiserver on the node) through the management port: the
+    # gateway router owns those addresses too and would answer itself.
+    mgmt_ip = node_mgmt_ip(subnet)
+    for addr in gw.ip_addresses:
+        if addr.version == mgmt_ip.version:
+            rows.append(LogicalRouterPolicy(
+                names.CLUSTER_ROUTER, NODE_IP_REROUTE_PRIORITY,
+                f'inport == "{names.router_to_switch(node)}" && '
+                f"ip{addr.version}.dst == {addr.ip} /* {node} */",
+                "reroute", nexthops=(str(mgmt_ip),)))
     # Pods of this node leave the cluster through this node's gateway router.
     rows.append(LogicalRouterStaticRoute(names.CLUSTER_ROUTER, ip_prefix=str(subnet),
                                          nexthop=str(join_ip.ip), policy="src-ip"))
