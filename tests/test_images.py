@@ -47,6 +47,9 @@ def test_command_and_args_combine_as_in_kubernetes() -> None:
     assert run(agn, command=["/agnhost", "serve-hostname"], args=["--tcp"]) == [
         *AGNHOST, "serve-hostname", "--tcp"]
     assert run(agn, command=["sh", "-c", "x"]) == ["sh", "-c", "x"]
+    # The agnhost image carries CoreDNS too (upstream's DNS tests run it).
+    (coredns, *rest) = run(agn, command=["/coredns"], args=["-conf", "/etc/coredns/Corefile"])
+    assert coredns.endswith("/bin/coredns") and rest == ["-conf", "/etc/coredns/Corefile"]
     assert run("registry.k8s.io/pause:3.10") == [*AGNHOST, "pause"]
 
 

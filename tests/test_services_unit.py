@@ -44,6 +44,14 @@ def test_no_endpoints_rejects() -> None:
     assert lb.vips == {"10.96.0.10:80": ""} and lb.options["reject"] == "true"
 
 
+def test_ready_terminating_endpoint_is_used_publish_not_ready_addresses() -> None:
+    # With publishNotReadyAddresses the EndpointSlice controller marks every
+    # endpoint ready, terminating and not serving ones too: kube-proxy uses them.
+    sl = eps(("10.244.1.5", "n1", True), serving=False, terminating=True)
+    lb = lbs(service_rows(svc(), [sl], {}))["Service_default/web_TCP_cluster"]
+    assert lb.vips == {"10.96.0.10:80": "10.244.1.5:8080"}
+
+
 def test_terminating_serving_used_when_none_ready() -> None:
     sl = eps(("10.244.1.5", "n1", False), serving=True, terminating=True)
     lb = lbs(service_rows(svc(), [sl], {}))["Service_default/web_TCP_cluster"]
@@ -260,8 +268,13 @@ def test_etp_local_node_without_local_endpoint_rejects() -> None:
     assert rows["Service_default/web_TCP_node_router_n2"].vips == {
         "172.18.0.11:30080": "10.244.2.5:8080",
         "169.254.169.1:30080": "10.244.2.5:8080"}
-    # ETP=Local NodePorts do not need switch LBs: pods reach node IPs through GR_<node>.
-    assert not [n for n in rows if "node_switch" in n]
+    # A pod reaching its own node's NodePort is balanced at its switch to
+    # every endpoint (Cluster, as kube-proxy treats it): the router would
+    # hand the node's address to the host.
+    assert rows["Service_default/web_TCP_node_switch_n1"].vips == {
+        "172.18.0.10:30080": "10.244.2.5:8080"}
+    assert rows["Service_default/web_TCP_node_switch_n2"].vips == {
+        "172.18.0.11:30080": "10.244.2.5:8080"}
 
 
 def test_etp_local_external_ips_all_endpoints_for_pods() -> None:
@@ -275,7 +288,8 @@ def test_etp_local_external_ips_all_endpoints_for_pods() -> None:
         "172.18.0.11:30080": "10.244.2.5:8080",
         "169.254.169.1:30080": "10.244.2.5:8080", "192.0.2.1:80": "10.244.2.5:8080"}
     sw = rows["Service_default/web_TCP_node_switch_n2"]
-    assert sw.vips == {"192.0.2.1:80": "10.244.1.5:8080,10.244.2.5:8080"}
+    assert sw.vips == {"192.0.2.1:80": "10.244.1.5:8080,10.244.2.5:8080",
+                       "172.18.0.11:30080": "10.244.1.5:8080,10.244.2.5:8080"}
     assert sw.switches == ("n2",) and "skip_snat" not in sw.options
     assert "192.0.2.1:80" not in rows["Service_default/web_TCP_cluster"].vips
 
@@ -321,9 +335,10 @@ def test_itp_local_node_without_endpoint_rejects_and_nodeport_unaffected() -> No
     s = svc(type="NodePort", internalTrafficPolicy="Local",
             ports=[{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
     rows = lbs(service_rows(s, [eps(("10.244.2.5", "n2", True))], NODES))
-    assert rows["Service_default/web_TCP_node_switch_n1"].vips == {"10.96.0.10:80": ""}
+    assert rows["Service_default/web_TCP_node_switch_n1"].vips == {
+        "10.96.0.10:80": "", "172.18.0.10:30080": "10.244.2.5:8080"}
     assert rows["Service_default/web_TCP_node_switch_n2"].vips == {
-        "10.96.0.10:80": "10.244.2.5:8080"}
+        "10.96.0.10:80": "10.244.2.5:8080", "172.18.0.11:30080": "10.244.2.5:8080"}
     # externalTrafficPolicy (Cluster) still governs the NodePort.
     assert rows["Service_default/web_TCP_node_router_n1"].vips == {
         "172.18.0.10:30080": "10.244.2.5:8080",

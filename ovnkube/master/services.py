@@ -10,9 +10,10 @@ Named as ovn-kubernetes names them. Per protocol:
   (and, with externalTrafficPolicy=Local, the external IPs) on that
   node's gateway router; with ETP=Local only the node's own endpoints, and no
   SNAT so the client address is kept.
-- `Service_<ns>/<name>_<PROTO>_node_switch_<node>`: with
-  internalTrafficPolicy=Local, the ClusterIPs to the node's own endpoints,
-  on the node switch (the cluster LB then leaves the ClusterIPs out).
+- `Service_<ns>/<name>_<PROTO>_node_switch_<node>`: on the node switch, the
+  node's own IPs on the NodePorts (pods reaching their own node's NodePort)
+  and, with internalTrafficPolicy=Local, the ClusterIPs to the node's own
+  endpoints (the cluster LB then leaves the ClusterIPs out).
 
 A VIP without endpoints stays, with `reject=true`, so clients get a reset
 instead of a timeout. Headless and ExternalName services make nothing.
@@ -96,7 +97,10 @@ def _classify(port: Obj, slices: Iterable[Obj]) -> tuple[list[Endpoint], list[En
             terminating = cond.get("terminating") is True
             for addr in ep.get("addresses") or []:
                 e = Endpoint(addr, int(number), ep.get("nodeName"))
-                if is_ready and not terminating:
+                # Ready as kube-proxy reads it: the EndpointSlice controller
+                # marks a terminating endpoint ready only when its Service
+                # publishes not-ready addresses, and then it must be used.
+                if is_ready:
                     ready.append(e)
                 elif serving and terminating:
                     fallback.append(e)
@@ -213,6 +217,13 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
                     for ip in _node_port_ips(ips):
                         node_router_vips[node][_vip(ip, node_port)] = _backends(
                             use, _family(ip))
+                    # A pod's own node's NodePort is balanced at its switch,
+                    # before routing (which hands the node's address to the
+                    # host), with every endpoint: to kube-proxy that traffic
+                    # is neither external nor internal and takes Cluster.
+                    for ip in ips:
+                        node_switch_vips[node][_vip(ip, node_port)] = _backends(
+                            eps, _family(ip))
         proto_l = proto.lower()
         if cluster_vips:
             rows.append(LoadBalancer(lb_name(ns, name, proto, "cluster"), vips=cluster_vips,
