@@ -11,8 +11,8 @@ as processes (it cannot pull the image).
     python -m localcluster.agnhost porter | test-webserver [--port=80]   (agnhost_servers.py)
     python -m localcluster.agnhost dns-suffix | dns-server-list | etc-hosts   (agnhost_dns.py)
 
-The hostname it reports is the pod's: $POD_NAME, else $HOSTNAME (the kubelet
-sets it to the pod's hostname, as container runtimes do), else the machine's.
+The hostname it reports is the UTS namespace's, as upstream's os.Hostname():
+the pod's hostname in a pod, the node's for a host-network pod.
 Where upstream's code and its help text disagree (e.g. /dial and /shell answer
 200 even when the call failed), this follows the code.
 """
@@ -50,7 +50,7 @@ _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, 
 
 
 def hostname() -> str:
-    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname()
+    return socket.gethostname()
 
 
 def parse_duration(text: str) -> float:

@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from node import host_nodeports, mgmt_snat, netlink
+from node import host_nodeports, mgmt_nat, netlink
 from node.cniserver import BRIDGE, CniHandler, CniServer
 from node.gateway_flows import GatewayFlows
 from node.install import install_conflist, install_shim
@@ -30,7 +30,7 @@ from ovnkube.annotations import (
     mac_from_ip,
     parse_node_subnets,
 )
-from ovnkube.config import ConfigError
+from ovnkube.config import HAIRPIN_MASQUERADE_IP, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Agent:
                                       o.ovs_rundir, gateway.addresses, masq_port=masq).start()
         self._ready = f"waiting for annotation {NODE_SUBNETS} on node {o.node_name}"
         subnets = self.wait_node_subnets()
-        self.setup_management_port(subnets)
+        self.setup_management_port(subnets, gateway.addresses if gateway else [])
         self._ready = "waiting for the pod informer to sync"
         if not self.pods.synced.wait(o.node_subnet_timeout):
             raise TimeoutError("the pod list from the apiserver did not arrive")
@@ -218,7 +218,8 @@ class Agent:
             if self._stop.wait(0.5):
                 raise InterruptedError("stopping")
 
-    def setup_management_port(self, subnets: list[IPNetwork]) -> None:
+    def setup_management_port(self, subnets: list[IPNetwork],
+                              node_ips: list[IPInterface]) -> None:
         o = self.opts
         assert self.ovs is not None and self.kube is not None
         addrs: list[IPInterface] = []
@@ -232,6 +233,8 @@ class Agent:
             for svc in o.common.service_cidrs:
                 if svc.version == sn.version:
                     routes.append((svc, gw))
+            if sn.version == 4:  # the host's hairpin replies (node/mgmt_nat.py)
+                routes.append((ipaddress.ip_network(f"{HAIRPIN_MASQUERADE_IP}/32"), gw))
         mac = mac_from_ip(addrs[0].ip)
         self.ovs.add_port(BRIDGE, MGMT_PORT, iface_type="internal",
                           external_ids={"iface-id": f"k8s-{o.node_name}"}, mac=mac)
@@ -240,9 +243,10 @@ class Agent:
             netlink.tx_checksum_off(MGMT_PORT)
         netlink.configure_host_iface(MGMT_PORT, mac, addrs, o.common.mtu, routes)
         try:
-            mgmt_snat.install(MGMT_PORT, addrs)
+            mgmt_nat.install(MGMT_PORT, addrs, node_ips)
         except (RuntimeError, OSError) as e:
-            log.error("traffic forwarded into the pod network will not be SNATed: %s", e)
+            log.error("management port NAT failed (forwarded traffic not SNATed, "
+                      "host-network Service endpoints unreachable): %s", e)
         self.kube.annotate_node({NODE_MGMT_PORT_MAC: mac})
         log.info("management port %s: %s %s, routes %s", MGMT_PORT, mac,
                  ", ".join(map(str, addrs)),

@@ -24,8 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Netexec]:
-    monkeypatch.delenv("POD_NAME", raising=False)
-    monkeypatch.setenv("HOSTNAME", "pod-a")
+    monkeypatch.setattr("socket.gethostname", lambda: "pod-a")
     s = Netexec(http_port=0, udp_port=0, bind_host="127.0.0.1").start()
     try:
         yield s
@@ -76,11 +75,6 @@ def test_bad_query_arguments_answer_200_with_upstreams_message(server: Netexec) 
     code, body = get(server, "/")
     assert code == 200 and body.startswith("NOW: ")
     assert get(server, "/no/such/path")[1].startswith("NOW: ")  # like Go's "/" pattern
-
-
-def test_pod_name_wins(server: Netexec, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POD_NAME", "from-downward-api")
-    assert get(server, "/hostname") == (200, "from-downward-api")
 
 
 def test_health_and_readiness(server: Netexec) -> None:
@@ -163,11 +157,13 @@ def test_parse_duration() -> None:
 # --- the command line ------------------------------------------------------------
 
 def agnhost(*args: str, netns: str | None = None) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "localcluster.agnhost", *args]
+    # In a UTS namespace of its own named like a pod, as a container runs.
+    argv = ["unshare", "--uts", "sh", "-c", 'hostname cli-pod && exec "$@"', "sh",
+            sys.executable, "-m", "localcluster.agnhost", *args]
     if netns:
         argv = ["ip", "netns", "exec", netns, *argv]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO), "HOSTNAME": "cli-pod"})
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
 def _stop(p: subprocess.Popen[str]) -> None:

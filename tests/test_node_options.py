@@ -57,3 +57,15 @@ def test_missing_required() -> None:
 def test_main_exits_2_on_bad_config(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*BASE, "--datapath-type", "dpdk"]) == 2
     assert "--datapath-type 'dpdk'" in capsys.readouterr().err
+
+
+def test_management_port_nat_rules() -> None:
+    from ipaddress import ip_interface
+
+    from node.mgmt_nat import nft_ruleset
+    rules = nft_ruleset("ovn-k8s-mp0", [ip_interface("10.244.1.2/24")],
+                        [ip_interface("172.18.0.10/24")])
+    assert 'oifname "ovn-k8s-mp0" ip saddr != 10.244.1.2 snat to 10.244.1.2' in rules
+    assert 'iifname "ovn-k8s-mp0" ip daddr 10.244.1.2 dnat to 172.18.0.10' in rules
+    # Without a node address (no gateway) there is nothing to hand over to.
+    assert "dnat" not in nft_ruleset("ovn-k8s-mp0", [ip_interface("10.244.1.2/24")])

@@ -404,3 +404,23 @@ def test_owner_tags_left_to_engine() -> None:
             {"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]), [],
             NODES)).values():
         assert dict(lb.external_ids) == {"k8s.ovn.org/kind": "Service"}
+
+
+def test_host_network_endpoint_is_reached_through_its_nodes_management_port() -> None:
+    # The endpoint is n1's own address (a host-network pod, the apiserver):
+    # n1's switch reaches it through n1's management port, other switches
+    # as it is; the cluster LB stays on the gateway routers only.
+    mgmt = {"n1": ["10.244.1.2"], "n2": ["10.244.2.2"]}
+    sl = eps(("172.18.0.10", "n1", True), ("10.244.2.5", "n2", True))
+    rows = lbs(service_rows(svc(), [sl], NODES, mgmt))
+    cluster = rows["Service_default/web_TCP_cluster"]
+    assert cluster.groups == ("clusterRouterLBGroup",)
+    assert cluster.vips == {"10.96.0.10:80": "10.244.2.5:8080,172.18.0.10:8080"}
+    assert rows["Service_default/web_TCP_node_switch_n1"].vips == {
+        "10.96.0.10:80": "10.244.1.2:8080,10.244.2.5:8080"}
+    assert rows["Service_default/web_TCP_node_switch_n2"].vips == {
+        "10.96.0.10:80": "10.244.2.5:8080,172.18.0.10:8080"}
+    # Without host-network endpoints: one cluster LB on every switch and router.
+    plain = lbs(service_rows(svc(), [eps(("10.244.2.5", "n2", True))], NODES, mgmt))
+    assert set(plain) == {"Service_default/web_TCP_cluster"}
+    assert plain["Service_default/web_TCP_cluster"].groups == ("clusterLBGroup",)

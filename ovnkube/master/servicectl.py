@@ -15,13 +15,15 @@ written yet: that reconcile is retried (RetryLater) until it has.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from northd_sync.errors import MissingReferenceError
 from northd_sync.rows import Row
-from ovnkube.annotations import NODE_CHASSIS_ID, NODE_SUBNETS
+from ovnkube.annotations import NODE_CHASSIS_ID, NODE_SUBNETS, AnnotationError, parse_node_subnets
 from ovnkube.kubeclient import Obj, get_annotations, key_of
 from ovnkube.master import topology
+from ovnkube.master.allocators import node_mgmt_ip
 from ovnkube.master.nodes import gateway_config
 from ovnkube.master.services import service_rows, wants_lbs
 from ovnkube.workqueue import RetryLater
@@ -69,9 +71,16 @@ class ServiceController:
         if old is not None and new is not None and \
                 self._node_facts(old) == self._node_facts(new):
             return
+        node_addrs = {ip for n in (old, new) if n for ip in self._node_ips_of(n)}
         for svc in self.m.services.items():
-            if depends_on_nodes(svc):
+            if depends_on_nodes(svc) or self._has_endpoint_in(svc, node_addrs):
                 self.m.service_queue.add(key_of(svc))
+
+    def _has_endpoint_in(self, svc: Obj, addrs: set[str]) -> bool:
+        """Whether an endpoint of `svc` is one of `addrs` (a host-network one)."""
+        return bool(addrs) and any(
+            a in addrs for sl in self.slices_of(key_of(svc))
+            for ep in sl.get("endpoints") or [] for a in ep.get("addresses") or [])
 
     @classmethod
     def _node_facts(cls, node: Obj) -> tuple[object, ...]:
@@ -94,6 +103,19 @@ class ServiceController:
                 out[name] = ips
         return out
 
+    def mgmt_ips(self, nodes: Iterable[str]) -> dict[str, list[str]]:
+        """Management port addresses (.2 of each node subnet) of `nodes`."""
+        out: dict[str, list[str]] = {}
+        for name in nodes:
+            node = self.m.nodes.get(name)
+            raw = get_annotations(node).get(NODE_SUBNETS) if node else None
+            try:
+                out[name] = [str(node_mgmt_ip(sn)) for sn in parse_node_subnets(raw)] \
+                    if raw else []
+            except AnnotationError:
+                out[name] = []
+        return out
+
     def slices_of(self, key: str) -> list[Obj]:
         with self._lock:
             keys = list(self._slices.get(key, ()))
@@ -102,7 +124,9 @@ class ServiceController:
     def desired(self, svc: Obj) -> list[Row]:
         if not wants_lbs(svc):
             return []
-        return service_rows(svc, self.slices_of(key_of(svc)), self.node_ips())
+        node_ips = self.node_ips()
+        return service_rows(svc, self.slices_of(key_of(svc)), node_ips,
+                            self.mgmt_ips(node_ips))
 
     def reconcile(self, key: str) -> None:
         svc = self.m.services.get(key)

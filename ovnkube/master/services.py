@@ -15,6 +15,12 @@ Named as ovn-kubernetes names them. Per protocol:
   and, with internalTrafficPolicy=Local, the ClusterIPs to the node's own
   endpoints (the cluster LB then leaves the ClusterIPs out).
 
+A Service with a host-network endpoint (an address of a node) gets a
+node_switch LB on every node for its ClusterIPs and external IPs, the
+node's own such endpoint replaced by its management port address, and its
+cluster LB goes on the gateway routers only: the node's address is the
+gateway router's too.
+
 A VIP without endpoints stays, with `reject=true`, so clients get a reset
 instead of a timeout. Headless and ExternalName services make nothing.
 
@@ -160,10 +166,24 @@ def _node_port_ips(node_ips: Sequence[str]) -> list[str]:
     return list(node_ips)
 
 
-def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequence[str]]
-                 ) -> list[Row]:
+def _switch_view(eps: Sequence[Endpoint], own_ips: Sequence[str], mgmt: Sequence[str]
+                 ) -> list[Endpoint]:
+    """Endpoints as one node's switch must reach them: a host-network endpoint
+    of this node (an address of the node's own) by its management port
+    address, through which the reply comes back to be un-DNATed."""
+    out = []
+    for e in eps:
+        alias = next((m for m in mgmt if _family(m) == _family(e.ip)), None) \
+            if e.ip in own_ips else None
+        out.append(Endpoint(alias, e.port, e.node) if alias else e)
+    return _unique(out)
+
+
+def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequence[str]],
+                 mgmt_ips: Mapping[str, Sequence[str]] | None = None) -> list[Row]:
     """All load balancer rows of one Service. `node_ips`: node name -> its
-    gateway IPs (for NodePorts and per-node load balancers)."""
+    gateway IPs (for NodePorts and per-node load balancers); `mgmt_ips`: node
+    name -> its management port IPs (for host-network endpoints)."""
     if not wants_lbs(svc):
         return []
     md, spec = svc["metadata"], svc["spec"]
@@ -186,6 +206,16 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
     for port in spec.get("ports") or []:
         by_proto.setdefault(port.get("protocol") or "TCP", []).append(port)
 
+    mgmt_ips = mgmt_ips or {}
+    # A Service with a host-network endpoint on a node is balanced per node
+    # switch (that node's own endpoint seen through its management port), the
+    # cluster LB then only on the gateway routers, as ovn-kubernetes does.
+    host_eps = any(e.ip in node_ips.get(e.node or "", ()) and mgmt_ips.get(e.node or "")
+                   for port in spec.get("ports") or [] for e in endpoints_for_port(port, slices))
+
+    def switch_backends(eps: Sequence[Endpoint], node: str, fam: int) -> str:
+        return _backends(_switch_view(eps, node_ips[node], mgmt_ips.get(node, ())), fam)
+
     rows: list[Row] = []
     for proto, ports in by_proto.items():
         cluster_vips: dict[str, str] = {}
@@ -199,17 +229,23 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
                 vip, fam = _vip(ip, port["port"]), _family(ip)
                 if itp_local:
                     for node in node_ips:
-                        node_switch_vips[node][vip] = _backends(local[node], fam)
-                else:
-                    cluster_vips[vip] = _backends(eps, fam)
+                        node_switch_vips[node][vip] = switch_backends(local[node], node, fam)
+                    continue
+                cluster_vips[vip] = _backends(eps, fam)
+                if host_eps:
+                    for node in node_ips:
+                        node_switch_vips[node][vip] = switch_backends(eps, node, fam)
             for ip in external:
                 vip, fam = _vip(ip, port["port"]), _family(ip)
                 if etp_local:
                     for node in node_ips:
                         node_router_vips[node][vip] = _backends(local[node], fam)
-                        node_switch_vips[node][vip] = _backends(eps, fam)
-                else:
-                    cluster_vips[vip] = _backends(eps, fam)
+                        node_switch_vips[node][vip] = switch_backends(eps, node, fam)
+                    continue
+                cluster_vips[vip] = _backends(eps, fam)
+                if host_eps:
+                    for node in node_ips:
+                        node_switch_vips[node][vip] = switch_backends(eps, node, fam)
             node_port = port.get("nodePort")
             if node_port and node_ports:
                 for node, ips in node_ips.items():
@@ -222,14 +258,15 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
                     # host), with every endpoint: to kube-proxy that traffic
                     # is neither external nor internal and takes Cluster.
                     for ip in ips:
-                        node_switch_vips[node][_vip(ip, node_port)] = _backends(
-                            eps, _family(ip))
+                        node_switch_vips[node][_vip(ip, node_port)] = switch_backends(
+                            eps, node, _family(ip))
         proto_l = proto.lower()
         if cluster_vips:
             rows.append(LoadBalancer(lb_name(ns, name, proto, "cluster"), vips=cluster_vips,
                                      protocol=proto_l, options=options,
                                      selection_fields=selection, external_ids=ext_ids,
-                                     groups=[names.CLUSTER_LB_GROUP]))
+                                     groups=[names.CLUSTER_ROUTER_LB_GROUP if host_eps
+                                             else names.CLUSTER_LB_GROUP]))
         for node in sorted(node_ips):
             if node_router_vips[node]:
                 opts = dict(options)
