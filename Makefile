@@ -25,9 +25,10 @@ demo-down:
 # The Kubernetes project's network e2e suite on a fresh local cluster
 # (E2E_SET=conformance|granular|services|netpol|network; see docs/E2E.md).
 E2E_SET ?= conformance
+E2E_PROCS ?= 1
 e2e-upstream: deps
 	bash hack/build-e2e.sh
-	$(PY) -m localcluster.upstream_e2e --set $(E2E_SET) --report-dir _output/e2e-$(E2E_SET)
+	$(PY) -m localcluster.upstream_e2e --set $(E2E_SET) --procs $(E2E_PROCS) --report-dir _output/e2e-$(E2E_SET)
 
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

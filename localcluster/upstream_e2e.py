@@ -1,14 +1,16 @@
 """Run the Kubernetes project's own network e2e suite on a fresh ovnkube-local.
 
     python -m localcluster.upstream_e2e [--set conformance|services|netpol|network]
-        [--nodes 2] [--report-dir DIR] [--focus REGEX] [--skip REGEX] [--keep]
+        [--nodes 2] [--procs N] [--report-dir DIR] [--focus REGEX] [--skip REGEX] [--keep]
 
 The suite binary is upstream's TestMain and RunE2ETests with only the network
 test packages (hack/build-e2e.sh builds it). It runs from the underlay
 namespace, "outside" the cluster like a CI runner next to a kind cluster: it
 reaches the apiserver and the nodes by their addresses. Prints ginkgo's
 summary, then one line `N passed, N failed, N skipped`; the JUnit report is
-written to the report dir.
+written to the report dir. With `--procs N` the ginkgo CLI (built beside
+the suite) runs N suite processes in parallel, as upstream's CI does; the
+specs it runs are the same ([Serial] ones are skipped in every set).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ SETS = {
 
 def suite_binary() -> Path:
     path = kube_bin_dir() / SUITE
-    if not path.exists():
+    if not path.exists() or not (kube_bin_dir() / "ginkgo").exists():
         subprocess.run(["bash", str(ROOT / "hack" / "build-e2e.sh")], check=True)
     return path
 
@@ -72,9 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--focus", help="a ginkgo focus regex instead of the set's")
     ap.add_argument("--skip", help="a ginkgo skip regex instead of the set's")
     ap.add_argument("--nodes", type=int, default=2)
+    ap.add_argument("--procs", type=int, default=1,
+                    help="parallel suite processes (the ginkgo CLI), default 1")
     ap.add_argument("--report-dir", type=Path, default=Path("_output/e2e"))
     ap.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
     a = ap.parse_args(argv)
+    if not 1 <= a.procs <= 16:
+        ap.error(f"--procs {a.procs}: want 1 to 16")
     focus, skip = SETS[a.set]
     focus, skip = a.focus or focus, a.skip or skip
     binary = suite_binary()
@@ -83,14 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     c = Cluster.create(f"up{secrets.token_hex(2)}", a.nodes,
                        lambda m: print("   " + m, flush=True))
     try:
-        cmd = ["ip", "netns", "exec", c.s.netns("ul"), str(binary),
-               "--provider=skeleton", f"--kubeconfig={c.s.inner_kubeconfig}",
-               f"--kubectl-path={kube_bin('kubectl')}",
-               f"--dns-domain={dns.CLUSTER_DOMAIN}", f"--report-dir={a.report_dir.resolve()}",
-               f"--ginkgo.focus={focus}", f"--ginkgo.skip={skip}",
-               "--ginkgo.no-color", "--ginkgo.timeout=2h", "--ginkgo.v",
-               "--allowed-not-ready-nodes=0", "--node-os-distro=debian"]
-        print("running:", " ".join(cmd[4:]), flush=True)
+        suite_args = ["--provider=skeleton", f"--kubeconfig={c.s.inner_kubeconfig}",
+                      f"--kubectl-path={kube_bin('kubectl')}",
+                      f"--dns-domain={dns.CLUSTER_DOMAIN}",
+                      f"--report-dir={a.report_dir.resolve()}",
+                      "--allowed-not-ready-nodes=0", "--node-os-distro=debian"]
+        ginkgo_args = [f"focus={focus}", f"skip={skip}", "no-color", "timeout=3h", "v"]
+        if a.procs == 1:
+            run = [str(binary), *(f"--ginkgo.{g}" for g in ginkgo_args), *suite_args]
+        else:
+            run = [str(kube_bin("ginkgo")), f"--procs={a.procs}",
+                   *(f"--{g}" for g in ginkgo_args), str(binary), "--", *suite_args]
+        cmd = ["ip", "netns", "exec", c.s.netns("ul"), *run]
+        print("running:", " ".join(run), flush=True)
         rc = subprocess.run(cmd).returncode
         passed, failed, skipped = junit_counts(a.report_dir)
         print(f"{passed} passed, {failed} failed, {skipped} skipped "
