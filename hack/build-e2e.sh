@@ -16,13 +16,8 @@ work=$(mktemp -d /tmp/ovnkube-e2ebuild.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$OUT"
 cd "$work"
-go mod init ovnkube.local/e2ebuild >/dev/null 2>&1
-gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
-stage_ver="v0.${KUBE_VERSION#v1.}"
-{
-  echo "require k8s.io/kubernetes $KUBE_VERSION"
-  grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk -v v="$stage_ver" '{print "replace " $1 " => " $1 " " v}'
-} >> go.mod
+. "$here/kube-module.sh"
+kube_module e2ebuild
 cp "$here/e2e/e2e_test.go" .
 start=$(date +%s)
 go mod tidy >/dev/null 2>&1 || true

@@ -23,6 +23,7 @@ fi
 
 command -v go >/dev/null || { echo "build-kube: 'go' is not installed; it is needed to build Kubernetes" >&2; exit 1; }
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+. "$(dirname "$0")/kube-module.sh"
 mkdir -p "$OUT"
 work=$(mktemp -d /tmp/ovnkube-kubebuild.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -33,15 +34,7 @@ missing=()
 for c in "${KUBE_CMDS[@]}"; do [ -x "$OUT/$c" ] || missing+=("k8s.io/kubernetes/cmd/$c"); done
 if [ ${#missing[@]} -gt 0 ]; then
   mkdir -p "$work/kube" && cd "$work/kube"
-  go mod init ovnkube.local/kubebuild >/dev/null 2>&1
-  # k8s.io/kubernetes points its staging modules at ./staging; replace each
-  # with the published module of the matching v0.X.Y version.
-  gomod=$(go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" | sed -n 's/.*"GoMod": "\(.*\)",*/\1/p')
-  stage_ver="v0.${KUBE_VERSION#v1.}"
-  {
-    echo "require k8s.io/kubernetes $KUBE_VERSION"
-    grep -oE '^\s*k8s\.io/[a-z0-9-]+ => \./staging' "$gomod" | awk -v v="$stage_ver" '{print "replace " $1 " => " $1 " " v}'
-  } >> go.mod
+  kube_module kubebuild
   ldpkg=k8s.io/component-base/version
   minor=$(echo "$KUBE_VERSION" | cut -d. -f2)
   ld="-s -w"
