@@ -93,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"--kubectl-path={kube_bin('kubectl')}",
                       f"--dns-domain={dns.CLUSTER_DOMAIN}",
                       f"--report-dir={a.report_dir.resolve()}",
+                      # kind's e2e passes its worker count: specs that need
+                      # N nodes skip themselves without it
+                      f"--num-nodes={a.nodes}",
                       "--allowed-not-ready-nodes=0", "--node-os-distro=debian"]
         ginkgo_args = [f"focus={focus}", f"skip={skip}", "no-color", "timeout=3h", "v"]
         if a.procs == 1:

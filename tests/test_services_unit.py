@@ -88,6 +88,15 @@ def test_headless_and_external_name_make_nothing() -> None:
     assert service_rows(svc(type="ExternalName", clusterIP=None, clusterIPs=None), [], {}) == []
 
 
+def test_services_of_another_proxy_make_nothing() -> None:
+    sl = eps(("10.244.1.5", "n1", True))
+    for label in ("service.kubernetes.io/headless", "service.kubernetes.io/service-proxy-name"):
+        s = svc()
+        s["metadata"]["labels"] = {label: "foo-bar"}
+        assert service_rows(s, [sl], {}) == []
+    assert service_rows(svc(), [sl], {}) != []
+
+
 def test_nodeport_on_every_node_router() -> None:
     s = svc(type="NodePort", ports=[{"name": "http", "port": 80, "protocol": "TCP",
                                      "nodePort": 30080}])

@@ -22,7 +22,10 @@ cluster LB goes on the gateway routers only: the node's address is the
 gateway router's too.
 
 A VIP without endpoints stays, with `reject=true`, so clients get a reset
-instead of a timeout. Headless and ExternalName services make nothing.
+instead of a timeout. Headless and ExternalName services make nothing, nor
+do Services labelled `service.kubernetes.io/headless` or
+`service.kubernetes.io/service-proxy-name` (another proxy's), as kube-proxy
+leaves them.
 
 With externalTrafficPolicy=Local, pods reaching an external IP are internal
 traffic: the node switch LB sends them to every endpoint (as ovn-kubernetes
@@ -72,9 +75,17 @@ def lb_name(ns: str, name: str, proto: str, kind: str, node: str | None = None) 
     return f"{base}_{node}" if node else base
 
 
+#: Labels that hand a Service to another proxy (or none), as kube-proxy reads them.
+PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
+HEADLESS_LABEL = "service.kubernetes.io/headless"
+
+
 def wants_lbs(svc: Obj) -> bool:
     spec = svc.get("spec", {})
     if spec.get("type") == "ExternalName":
+        return False
+    labels = svc.get("metadata", {}).get("labels") or {}
+    if PROXY_NAME_LABEL in labels or HEADLESS_LABEL in labels:
         return False
     ips = [ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip]
     return bool(ips) and ips[0] != "None"
