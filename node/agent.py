@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from node import host_nodeports, mgmt_nat, netlink
 from node.cniserver import BRIDGE, CniHandler, CniServer
 from node.gateway_flows import GatewayFlows
+from node.healthcheck import HealthChecks
 from node.install import install_conflist, install_shim
 from node.kube import Kube, PodCache
 from node.options import NodeOptions
@@ -54,6 +55,7 @@ class Agent:
     pods: PodCache | None = None
     server: CniServer | None = None
     flows: GatewayFlows | None = None
+    health: HealthChecks | None = None
     chassis_id: str = ""
     _ready: str = "starting"
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -93,6 +95,9 @@ class Agent:
                 log.error("the host cannot reach its own NodePorts: %s", e)
             self.flows = GatewayFlows(GATEWAY_BRIDGE, o.gateway_interface, o.ovs_db,
                                       o.ovs_rundir, gateway.addresses, masq_port=masq).start()
+        self.health = HealthChecks(self.kube.api_client, o.node_name,
+                                   self.flows.set_host_ports if self.flows else lambda p: None
+                                   ).start()
         self._ready = f"waiting for annotation {NODE_SUBNETS} on node {o.node_name}"
         subnets = self.wait_node_subnets()
         self.setup_management_port(subnets, gateway.addresses if gateway else [])
@@ -119,7 +124,7 @@ class Agent:
     def close(self) -> None:
         steps: list[tuple[str, object | None, str]] = [
             ("CNI server", self.server, "stop"), ("pod watch", self.pods, "stop"),
-            ("gateway flows", self.flows, "stop"),
+            ("gateway flows", self.flows, "stop"), ("health checks", self.health, "stop"),
             ("OVS connection", self.ovs, "close"), ("Kubernetes client", self.kube, "close")]
         for what, part, method in steps:
             if part is None:
@@ -129,7 +134,7 @@ class Agent:
             except Exception:
                 log.exception("stopping the %s", what)
         self.server, self.pods, self.ovs, self.kube = None, None, None, None
-        self.flows = None
+        self.flows, self.health = None, None
 
     # --- chassis ----------------------------------------------------------
 

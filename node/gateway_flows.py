@@ -7,7 +7,8 @@ to. ovn-kubernetes decides by conntrack marks; the userspace datapath here
 loses those across OVN's own NAT zones, so we decide statelessly, by port:
 - the gateway router SNATs pod traffic to source ports in GR_SNAT_PORTS,
   above the host's ephemeral range, so replies to those ports go to OVN;
-- NodePorts go to OVN (the host does not listen on them);
+- NodePorts go to OVN (the host does not listen on them), except the
+  health check node ports the host serves (node/healthcheck.py);
 - ICMP and non-IP traffic (ARP) go to both; whoever does not know it drops it;
 - IPv4 to the node's own address is the host's; IPv4 to any other address
   (a Service's external or LoadBalancer IP routed to this node) is OVN's;
@@ -60,10 +61,11 @@ def arp_responder(in_port: int, ip: IPv4Address, mac: str) -> str:
 def gateway_flows(uplink: int, patch: int | None, node_ips: Sequence[IPInterface] = (),
                   node_ports: tuple[int, int] = NODE_PORTS,
                   snat_ports: tuple[int, int] = GR_SNAT_PORTS,
-                  masq: int | None = None) -> list[str]:
+                  masq: int | None = None, host_tcp_ports: Sequence[int] = ()) -> list[str]:
     """The whole br-ex flow table, given the uplink's and the patch port's ofports,
-    the node's own addresses (what the host answers for) and the ofport of the
-    host's masquerade port, if any."""
+    the node's own addresses (what the host answers for), the ofport of the
+    host's masquerade port, if any, and the TCP ports of the NodePort range
+    the host itself serves."""
     if patch is None:
         # No gateway router bound here yet: the host alone uses the uplink.
         return ["table=0,priority=0,actions=NORMAL"]
@@ -86,6 +88,11 @@ def gateway_flows(uplink: int, patch: int | None, node_ips: Sequence[IPInterface
             f"table=0,priority=110,in_port={patch},ip,nw_dst={host},actions=output:{masq}",
             arp_responder(patch, host, mac_from_ip(host)),
         ]
+    for port in sorted(set(host_tcp_ports)):
+        for ip in node_ips:
+            if ip.version == 4:
+                flows.append(f"table=0,priority=45,in_port={uplink},tcp,nw_dst={ip.ip},"
+                             f"tp_dst={port},actions=output:LOCAL")
     for proto in ("tcp", "udp", "sctp"):
         for lo_hi in (snat_ports, node_ports):
             for m in port_range_masks(*lo_hi):
@@ -124,6 +131,14 @@ class GatewayFlows:
         self._stop = threading.Event()
         self._installed: list[str] | None = None
         self._thread: threading.Thread | None = None
+        self._host_ports: frozenset[int] = frozenset()
+        self._wake = threading.Event()
+
+    def set_host_ports(self, ports: set[int]) -> None:
+        """TCP ports of the NodePort range the host serves (health checks)."""
+        if frozenset(ports) != self._host_ports:
+            self._host_ports = frozenset(ports)
+            self._wake.set()
 
     def _vsctl(self, *args: str) -> str:
         return vsctl(self.ovs_db, *args)
@@ -154,7 +169,8 @@ class GatewayFlows:
         patch_name = self.patch_port()
         patch = self._ofport(patch_name) if patch_name else None
         masq = self._ofport(self.masq_port) if self.masq_port else None
-        flows = gateway_flows(uplink, patch, self.node_ips, masq=masq)
+        flows = gateway_flows(uplink, patch, self.node_ips, masq=masq,
+                              host_tcp_ports=sorted(self._host_ports))
         if flows == self._installed and self._flow_count() == len(flows):
             return  # a restarted ovs-vswitchd comes back with no flows at all
         subprocess.run(["ovs-ofctl", "--bundle", "replace-flows", self.bridge, "-"],
@@ -164,7 +180,11 @@ class GatewayFlows:
         log.info("br-ex flows installed (%d; patch port %s)", len(flows), patch_name)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.reconcile()
             except (subprocess.CalledProcessError, OSError) as e:
@@ -182,3 +202,4 @@ class GatewayFlows:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from localcluster.agnhost import Netexec, parse_duration, udp_answer
+from localcluster.agnhost_netexec import Netexec, parse_duration, udp_answer
 from localcluster.procs import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -163,6 +163,8 @@ def env(local_cluster: E2E) -> Iterator[Env]:
             "  sessionAffinity: ClientIP\n")),
         service("svb-local", {"svc": "svb", "half": "two"}, type="NodePort",
                 extra="  externalTrafficPolicy: Local\n"),
+        service("svb-lb-local", {"svc": "svb", "half": "two"}, type="LoadBalancer", udp=False,
+                extra="  externalTrafficPolicy: Local\n"),
         service("svb-headless", {"svc": "svb"}, extra="  clusterIP: None\n"),
         service("svb-empty", {"svc": "nothing"}),
         service("svb-ext", {"svc": "svb"}, udp=False,
@@ -312,6 +314,35 @@ def test_etp_local_keeps_client_ip_and_only_local_nodes_answer(env: Env) -> None
     with pytest.raises(subprocess.CalledProcessError) as err:
         e.underlay_exec("curl", "-sS", "-m", "10", f"http://{e.node_ip(env.n1)}:{np_}/")
     assert err.value.returncode == 7, err.value.stderr
+
+
+def test_health_check_node_port_answers_as_kube_proxy_does(env: Env) -> None:
+    """A load balancer asks each node's healthCheckNodePort: 200 where the
+    Service has ready endpoints (n2), 503 where it has none (n1), from
+    outside (through br-ex) and from a pod (to its own node)."""
+    e = env.e
+    port = int(env.svc["svb-lb-local"]["spec"]["healthCheckNodePort"])
+
+    def ask(where: Callable[..., str], node: str) -> tuple[str, dict[str, Any]]:
+        out = where("curl", "-s", "-m", "5", "-w", "\n%{http_code}",
+                    f"http://{e.node_ip(node)}:{port}/healthz")
+        body, code = out.rsplit("\n", 1)
+        return code, json.loads(body)
+
+    def settled(where: Callable[..., str], node: str, code: str, count: int) -> bool:
+        try:
+            got = ask(where, node)
+        except (subprocess.CalledProcessError, ValueError):
+            return False
+        return got[0] == code and got[1]["localEndpoints"] == count
+
+    wait_for(lambda: settled(e.underlay_exec, env.n2, "200", 2), 60, "n2's health check")
+    code, body = ask(e.underlay_exec, env.n2)
+    assert code == "200"
+    assert body == {"service": {"namespace": "default", "name": "svb-lb-local"},
+                    "localEndpoints": 2, "serviceProxyHealthy": True}
+    wait_for(lambda: settled(e.underlay_exec, env.n1, "503", 0), 60, "n1's health check")
+    assert settled(env.in_pod(env.client), env.n1, "503", 0)
 
 
 def test_hairpin_pod_reaches_itself_through_its_service(env: Env) -> None:

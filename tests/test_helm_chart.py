@@ -68,7 +68,8 @@ def test_chart_rbac_is_enough_for_the_master(installed: str, kube_api: KubeContr
     sa_kubeconfig = write_kubeconfig(workdir / "master-sa.kubeconfig", kube_api.server,
                                      kube_api.pki / "ca.crt", token)
     # The node agent's rights, checked by the apiserver's own authorizer.
-    for verb, resource in (("patch", "nodes"), ("watch", "pods"), ("create", "events")):
+    for verb, resource in (("patch", "nodes"), ("watch", "pods"), ("create", "events"),
+                           ("watch", "services"), ("watch", "endpointslices.discovery.k8s.io")):
         out = subprocess.run([*kubectl, "auth", "can-i", verb, resource,
                               f"--as=system:serviceaccount:{NS}:ovnkube-node"],
                              capture_output=True, text=True, timeout=30).stdout.strip()
