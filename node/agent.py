@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from node import host_nodeports, mgmt_nat, netlink
 from node.cniserver import BRIDGE, CniHandler, CniServer
+from node.conntrack import StaleUdpFlusher
 from node.gateway_flows import GatewayFlows
 from node.healthcheck import HealthChecks
 from node.install import install_conflist, install_shim
@@ -32,6 +33,8 @@ from ovnkube.annotations import (
     parse_node_subnets,
 )
 from ovnkube.config import HAIRPIN_MASQUERADE_IP, ConfigError
+from ovnkube.informer import Informer
+from ovnkube.kubeclient import ResourceAPI
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ class Agent:
     server: CniServer | None = None
     flows: GatewayFlows | None = None
     health: HealthChecks | None = None
+    services: Informer | None = None
+    slices: Informer | None = None
     chassis_id: str = ""
     _ready: str = "starting"
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -95,9 +100,17 @@ class Agent:
                 log.error("the host cannot reach its own NodePorts: %s", e)
             self.flows = GatewayFlows(GATEWAY_BRIDGE, o.gateway_interface, o.ovs_db,
                                       o.ovs_rundir, gateway.addresses, masq_port=masq).start()
-        self.health = HealthChecks(self.kube.api_client, o.node_name,
-                                   self.flows.set_host_ports if self.flows else lambda p: None
-                                   ).start()
+        # Services and EndpointSlices: health check node ports, stale UDP conntrack.
+        api = self.kube.api_client
+        self.services = Informer(ResourceAPI(api, "/api/v1/services", "Service"))
+        self.slices = Informer(ResourceAPI(
+            api, "/apis/discovery.k8s.io/v1/endpointslices", "EndpointSlice"))
+        self.health = HealthChecks(self.services, self.slices, o.node_name,
+                                   self.flows.set_host_ports if self.flows else lambda p: None)
+        StaleUdpFlusher(self.services, self.slices,
+                        [str(a.ip) for a in gateway.addresses] if gateway else [], o.ovs_rundir)
+        self.services.start()
+        self.slices.start()
         self._ready = f"waiting for annotation {NODE_SUBNETS} on node {o.node_name}"
         subnets = self.wait_node_subnets()
         self.setup_management_port(subnets, gateway.addresses if gateway else [])
@@ -124,7 +137,8 @@ class Agent:
     def close(self) -> None:
         steps: list[tuple[str, object | None, str]] = [
             ("CNI server", self.server, "stop"), ("pod watch", self.pods, "stop"),
-            ("gateway flows", self.flows, "stop"), ("health checks", self.health, "stop"),
+            ("gateway flows", self.flows, "stop"), ("service watch", self.services, "stop"),
+            ("slice watch", self.slices, "stop"), ("health checks", self.health, "stop"),
             ("OVS connection", self.ovs, "close"), ("Kubernetes client", self.kube, "close")]
         for what, part, method in steps:
             if part is None:
@@ -134,7 +148,7 @@ class Agent:
             except Exception:
                 log.exception("stopping the %s", what)
         self.server, self.pods, self.ovs, self.kube = None, None, None, None
-        self.flows, self.health = None, None
+        self.flows, self.health, self.services, self.slices = None, None, None, None
 
     # --- chassis ----------------------------------------------------------
 

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ovnkube.informer import Informer
-from ovnkube.kubeclient import Obj, ResourceAPI, key_of
+from ovnkube.kubeclient import Obj, key_of
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +105,17 @@ class HealthChecks:
     """Watches Services and EndpointSlices; runs one server per health check
     node port; tells `on_ports` the set of ports whenever it changes."""
 
-    def __init__(self, api: Any, node: str, on_ports: Callable[[set[int]], None],
-                 resync_period: float = 300.0) -> None:
+    def __init__(self, services: Informer, slices: Informer, node: str,
+                 on_ports: Callable[[set[int]], None]) -> None:
         self.node = node
         self.on_ports = on_ports
-        self.services = Informer(ResourceAPI(api, "/api/v1/services", "Service"), resync_period)
-        self.slices = Informer(ResourceAPI(
-            api, "/apis/discovery.k8s.io/v1/endpointslices", "EndpointSlice"), resync_period)
+        self.services, self.slices = services, slices
         self._servers: dict[int, _Server] = {}
         self._lock = threading.Lock()
-        self.services.add_handler(lambda k, o, n: self.sync())
-        self.slices.add_handler(lambda k, o, n: self.sync())
-
-    def start(self) -> HealthChecks:
-        self.services.start()
-        self.slices.start()
-        return self
+        services.add_handler(lambda k, o, n: self.sync())
+        slices.add_handler(lambda k, o, n: self.sync())
 
     def stop(self) -> None:
-        self.services.stop()
-        self.slices.stop()
         with self._lock:
             for s in self._servers.values():
                 s.close()
