@@ -112,7 +112,12 @@ def main() -> int:
     server = socket.create_server(("0.0.0.0", PORT), reuse_port=False)
     while True:
         conn, _ = server.accept()
-        threading.Thread(target=lambda c=conn: (time.sleep(10), c.close()), daemon=True).start()
+        threading.Thread(target=_close_later, args=(conn,), daemon=True).start()
+
+
+def _close_later(conn: socket.socket) -> None:
+    time.sleep(10)
+    conn.close()
 
 
 if __name__ == "__main__":
