@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,3 +125,22 @@ def substitute(arg: str, python: str) -> str:
         from localcluster.kube import kube_bin_dir
         return str(kube_bin_dir() / arg.removeprefix("{kubebin}/"))
     return arg
+
+
+def program_files(image_ref: str, python: str, images: Mapping[str, Image], into: Path
+                  ) -> list[tuple[str, str]]:
+    """The image's programs at absolute paths (agnhost's `/agnhost`) as small
+    scripts under `into`, with where each goes in the container: a shell in
+    the container (`sh -c "/agnhost connect ..."`) finds them there."""
+    image = images.get(repository(image_ref))
+    out: list[tuple[str, str]] = []
+    for path, argv in sorted((image.programs if image else {}).items()):
+        if not path.startswith("/"):
+            continue
+        script = into / path.strip("/").replace("/", "_")
+        script.parent.mkdir(parents=True, exist_ok=True)
+        words = " ".join(shlex.quote(substitute(a, python)) for a in argv)
+        script.write_text(f'#!/bin/sh\nexec {words} "$@"\n')
+        script.chmod(0o755)
+        out.append((str(script), path))
+    return out

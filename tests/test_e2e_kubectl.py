@@ -52,6 +52,16 @@ def test_exec_stdout_stderr_stdin_and_exit_code(e: E2E) -> None:
         e.kubectl("exec", "-n", NS, "sh", "--", "no-such-program")
 
 
+def test_image_programs_are_at_their_paths_inside_the_container(e: E2E) -> None:
+    """Upstream tests run `sh -c "/agnhost connect ..."` inside agnhost pods."""
+    e.kubectl("run", "-n", NS, "agn", f"--image={AGNHOST}", "--", "pause")
+    e.kubectl("wait", "-n", NS, "--for=condition=Ready", "pod/agn", "--timeout=120s",
+              timeout=130)
+    out = e.kubectl("exec", "-n", NS, "agn", "--", "sh", "-c",
+                    "/agnhost connect --timeout=1s 127.0.0.1:1 2>&1; echo rc=$?")
+    assert out == "REFUSED\nrc=1\n", out
+
+
 def test_logs_follow_previous_and_restart(e: E2E) -> None:
     _pod(e, """apiVersion: v1
 kind: Pod

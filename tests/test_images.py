@@ -4,11 +4,16 @@ with the image's entrypoint and cmd as Kubernetes does, user maps, errors."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from localcluster.images import ImageError, argv_for, load_map, repository
+from localcluster.images import ImageError, argv_for, load_map, program_files, repository
+
+REPO = Path(__file__).resolve().parent.parent
 
 PY = "/venv/bin/python"
 AGNHOST = [PY, "-m", "localcluster.agnhost"]
@@ -71,3 +76,13 @@ def test_user_map_adds_and_overrides(tmp_path: Path) -> None:
         load_map(env)
     with pytest.raises(ImageError, match="OVNKUBE_LOCAL_IMAGES=/nonexistent"):
         load_map({"OVNKUBE_LOCAL_IMAGES": "/nonexistent"})
+
+
+def test_programs_at_absolute_paths_become_scripts_for_the_container(tmp_path: Path) -> None:
+    files = {c: h for h, c in program_files(
+        "registry.k8s.io/e2e-test-images/agnhost:2.53", sys.executable, load_map({}), tmp_path)}
+    assert set(files) == {"/agnhost", "/coredns"}  # not the PATH name "agnhost"
+    out = subprocess.run([files["/agnhost"], "connect", "--help"], capture_output=True,
+                         text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert "--timeout" in out.stdout + out.stderr
+    assert program_files("busybox", PY, load_map({}), tmp_path) == []

@@ -46,7 +46,14 @@ from localcluster.cri.imageservice import ImageStore, normalized
 from localcluster.cri.records import ContainerRecord, SandboxRecord, Store
 from localcluster.cri.stats import container_stats, sandbox_stats
 from localcluster.cri.streaming import AttachTarget, ExecTarget, ForwardTarget, StreamingServer
-from localcluster.images import ImageError, argv_for, load_map, repository, substitute
+from localcluster.images import (
+    ImageError,
+    argv_for,
+    load_map,
+    program_files,
+    repository,
+    substitute,
+)
 
 log = logging.getLogger(__name__)
 
@@ -309,6 +316,9 @@ class RuntimeService(pbg.RuntimeServiceServicer):
                                       for m in mounts):
             mounts.append({"host_path": sb.resolv_conf, "container_path": "/etc/resolv.conf",
                            "readonly": False})
+        for script, path in program_files(ref, self.cfg.python, load_map(), run_dir / "bin"):
+            if not any(m["container_path"] == path for m in mounts):
+                mounts.append({"host_path": script, "container_path": path, "readonly": True})
         log_path = os.path.join(sb.log_directory, c.log_path) if c.log_path else ""
         # Unix socket paths are short (108 bytes): not under run_dir.
         attach = self.cfg.state_dir / "attach" / f"{cid[:16]}.sock"
