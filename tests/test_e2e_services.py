@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -382,3 +383,64 @@ def test_external_ip_from_outside(env: Env) -> None:
             assert set(got) == env.backends, (node, got)
         finally:
             e.underlay_exec("ip", "route", "del", f"{EXTERNAL_IP}/32")
+
+
+UDP_CLIENT = r"""
+import socket, sys, time
+host, port, want, deadline = sys.argv[1], int(sys.argv[2]), sys.argv[3], time.time() + 90
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 40123))  # one source port throughout, as a long-lived UDP client
+s.settimeout(0.5)
+seen = []
+while time.time() < deadline:
+    s.sendto(b"hostname", (host, port))
+    try:
+        got = s.recv(512).decode()
+    except OSError:
+        got = "-"
+    if not seen or seen[-1] != got:
+        seen.append(got)
+    if got == want:
+        break
+    time.sleep(0.2)
+print(" ".join(seen))
+"""
+
+
+def test_udp_client_follows_a_replaced_endpoint(env: Env) -> None:
+    """A UDP client that never changes its source port keeps its conntrack
+    entry alive; when its endpoint goes, the node agent removes the entry
+    and the client reaches the new endpoint (the upstream Conntrack tests)."""
+    e = env.e
+    pod = f"""apiVersion: v1
+kind: Pod
+metadata: {{name: NAME, labels: {{e2e: services, udp: cycle}}}}
+spec:
+  nodeName: {env.n2}
+  containers:
+  - {{name: agnhost, image: {AGNHOST}, args: ["netexec", "--http-port=8080", "--udp-port=8081"]}}
+"""
+    e.apply(pod.replace("NAME", "udp-a") + "---\n" + service("svb-udp", {"udp": "cycle"}))
+    try:
+        e.ready_pods("udp=cycle", 1)
+        cip = json.loads(e.kubectl("get", "svc", "svb-udp", "-o", "json"))["spec"]["clusterIP"]
+        wait_for(lambda: env.probe(env.in_pod(env.client), cip, 0, 81, 1)["udp"] == ["udp-a"],
+                 60, "udp-a answering")
+        # The client settles on udp-a, then keeps sending while b replaces a.
+        client = subprocess.Popen(
+            ["ip", "netns", "exec", e.c.pod_netns(env.n1, env.client["metadata"]["uid"]),
+             "python3", "-c", UDP_CLIENT, cip, "81", "udp-b"],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            time.sleep(3)
+            e.kubectl("delete", "pod", "udp-a", "--grace-period=0", "--force")
+            e.apply(pod.replace("NAME", "udp-b"))
+            out, _ = client.communicate(timeout=120)
+        finally:
+            if client.poll() is None:
+                client.kill()
+        seen = out.split()
+        assert seen[0] == "udp-a" and seen[-1] == "udp-b", seen
+    finally:
+        e.kubectl("delete", "pod,svc", "-l", "udp=cycle", "--wait=false")
+        e.kubectl("delete", "svc", "svb-udp", "--wait=false")
