@@ -159,7 +159,8 @@ def test_lbs_appear_change_and_vanish(kube_cluster: KubeControlPlane, ovn_centra
     kobj.svc(ns, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "extname"},
                   "spec": {"type": "ExternalName", "externalName": "example.com"}})
     names = {f"{P}web_TCP_cluster", f"{P}web_UDP_cluster", f"{P}other_TCP_cluster",
-             *(f"{P}web_{proto}_node_router_{n}" for proto in ("TCP", "UDP") for n in (a, b))}
+             *(f"{P}web_{proto}_node_{kind}_{n}" for proto in ("TCP", "UDP") for n in (a, b)
+               for kind in ("router", "switch"))}
 
     # 1. A Service with no endpoints: every VIP there, rejecting.
     rows = eventually(lambda: (r := lbs(ovn_central, P)) and set(r) == names and r,
@@ -169,6 +170,8 @@ def test_lbs_appear_change_and_vanish(kube_cluster: KubeControlPlane, ovn_centra
     assert rows[f"{P}web_UDP_cluster"]["protocol"] == "udp"
     assert rows[f"{P}web_TCP_node_router_{a}"]["vips"] == {f"{ip[a]}:{np['http']}": "",
                                                           f"{MASQ}:{np['http']}": ""}
+    # Pods reach their own node's NodePorts at their node switch.
+    assert rows[f"{P}web_TCP_node_switch_{a}"]["vips"] == {f"{ip[a]}:{np['http']}": ""}
     for r in rows.values():
         assert r["options"]["reject"] == "true" and r["options"]["event"] == "false"
         ext = r["external_ids"]
@@ -196,7 +199,8 @@ def test_lbs_appear_change_and_vanish(kube_cluster: KubeControlPlane, ovn_centra
     rows = lbs(ovn_central, P)
     assert rows[f"{P}web_TCP_node_router_{b}"]["vips"] == {f"{ip[b]}:{np['http']}": want_tcp,
                                                           f"{MASQ}:{np['http']}": want_tcp}
-    tcp = {f"{P}web_TCP_cluster", f"{P}web_TCP_node_router_{a}", f"{P}web_TCP_node_router_{b}"}
+    tcp = {f"{P}web_TCP_cluster", *(f"{P}web_TCP_node_{kind}_{n}" for n in (a, b)
+                                    for kind in ("router", "switch"))}
     # One transaction, only the TCP load balancers; every row updated in place.
     assert lb_writes(ovn_central, mark) == [tcp]
     assert {n: r["_uuid"] for n, r in rows.items()} == {n: r["_uuid"] for n, r in before.items()}
@@ -212,7 +216,8 @@ def test_lbs_appear_change_and_vanish(kube_cluster: KubeControlPlane, ovn_centra
     eventually(lambda: lbs(ovn_central, P)[f"{P}web_UDP_cluster"]["vips"] == {
         f"{cip}:53": "10.244.2.6:5353"}, what="not-ready endpoint dropped")
     settle(ovn_central)
-    udp = {f"{P}web_UDP_cluster", f"{P}web_UDP_node_router_{a}", f"{P}web_UDP_node_router_{b}"}
+    udp = {f"{P}web_UDP_cluster", *(f"{P}web_UDP_node_{kind}_{n}" for n in (a, b)
+                                    for kind in ("router", "switch"))}
     assert lb_writes(ovn_central, mark) == [udp]
 
     # 4. A Service edit (the TCP port's number): only the TCP cluster LB changes;
@@ -244,7 +249,7 @@ def test_lbs_appear_change_and_vanish(kube_cluster: KubeControlPlane, ovn_centra
         f"{P}web_TCP_cluster", f"{P}web_UDP_cluster"}, what="per-node LBs removed")
     settle(ovn_central)
     (written,) = lb_writes(ovn_central, mark)
-    assert written == {n for n in tcp | udp if "node_router" in n}
+    assert written == {n for n in tcp | udp if "_node_" in n}
     assert lbs(ovn_central, P)[f"{P}web_TCP_cluster"]["_uuid"] == before[
         f"{P}web_TCP_cluster"]["_uuid"]
 
@@ -292,7 +297,8 @@ def test_etp_local_itp_local_and_late_gateway(kube_cluster: KubeControlPlane,
                           "192.0.2.7:80": "10.244.1.5:8080"}
     assert ra["options"]["skip_snat"] == "true"
     assert rows[f"{P}etp_TCP_node_switch_{a}"]["vips"] == {
-        "192.0.2.7:80": "10.244.1.5:8080,10.244.2.5:8080"}
+        "192.0.2.7:80": "10.244.1.5:8080,10.244.2.5:8080",
+        f"{ip[a]}:{np}": "10.244.1.5:8080,10.244.2.5:8080"}
     assert rows[f"{P}etp_TCP_cluster"]["vips"] == {f"{cip}:80": "10.244.1.5:8080,10.244.2.5:8080"}
     assert rows[f"{P}itp_TCP_node_switch_{b}"]["vips"] == {
         f"{next(iter(rows[f'{P}itp_TCP_node_switch_{b}']['vips']))}": "10.244.2.5:8080"}
@@ -331,7 +337,8 @@ def test_master_restart_resyncs_without_touching_unchanged(
         kobj.slice(ns, endpoint_slice(f"s{i}", f"s{i}", "http", 8080, "TCP",
                                       [(f"10.244.1.{10 + i}", a, True),
                                        (f"10.244.2.{10 + i}", b, True)]))
-    expected = 6 + 3 * 2  # a cluster LB each, a node router LB per node for the NodePorts
+    # A cluster LB each; per node, a router LB and a switch LB for the NodePorts.
+    expected = 6 + 3 * 2 * 2
     eventually(lambda: len(lbs(ovn_central, P)) == expected and all(
         v for r in lbs(ovn_central, P).values() for v in r["vips"].values()),
         what="all LBs with endpoints")
@@ -356,7 +363,8 @@ def test_master_restart_resyncs_without_touching_unchanged(
     kobj.svc(ns, service("s6"))
     mark = log_mark(ovn_central)
     run_master(masters, kube_cluster, ovn_central, workdir, "m3")
-    changed = {f"{P}s1_TCP_cluster", f"{P}s1_TCP_node_router_{a}", f"{P}s1_TCP_node_router_{b}"}
+    changed = {f"{P}s1_TCP_cluster", *(f"{P}s1_TCP_node_{kind}_{n}" for n in (a, b)
+                                       for kind in ("router", "switch"))}
     eventually(lambda: f"{P}s6_TCP_cluster" in lbs(ovn_central, P), what="new service's LB")
     settle(ovn_central, quiet=3)
     after = lbs(ovn_central, P)
