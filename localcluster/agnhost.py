@@ -23,14 +23,13 @@ import argparse
 import http.client
 import http.server
 import logging
-import re
 import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from localcluster.agnhost_netexec import (
     Netexec,
@@ -45,12 +44,6 @@ from localcluster.agnhost_netexec import (
 )
 
 log = logging.getLogger("agnhost")
-T = TypeVar("T")
-
-SHELL = "/bin/sh"
-DIAL_TIMEOUT = 5.0
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 # --- serve-hostname ----------------------------------------------------------

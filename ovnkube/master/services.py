@@ -213,16 +213,18 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
     # The engine adds k8s.ovn.org/owner=<ns>/<name> (the owner), as ovn-kubernetes has it.
     ext_ids = {"k8s.ovn.org/kind": "Service"}
 
-    by_proto: dict[str, list[Obj]] = {}
+    # Each port's endpoints, classified once.
+    by_proto: dict[str, list[tuple[Obj, list[Endpoint]]]] = {}
     for port in spec.get("ports") or []:
-        by_proto.setdefault(port.get("protocol") or "TCP", []).append(port)
+        by_proto.setdefault(port.get("protocol") or "TCP", []).append(
+            (port, endpoints_for_port(port, slices)))
 
     mgmt_ips = mgmt_ips or {}
     # A Service with a host-network endpoint on a node is balanced per node
     # switch (that node's own endpoint seen through its management port), the
     # cluster LB then only on the gateway routers, as ovn-kubernetes does.
     host_eps = any(e.ip in node_ips.get(e.node or "", ()) and mgmt_ips.get(e.node or "")
-                   for port in spec.get("ports") or [] for e in endpoints_for_port(port, slices))
+                   for ports in by_proto.values() for _, eps in ports for e in eps)
 
     def switch_backends(eps: Sequence[Endpoint], node: str, fam: int) -> str:
         return _backends(_switch_view(eps, node_ips[node], mgmt_ips.get(node, ())), fam)
@@ -232,8 +234,7 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
         cluster_vips: dict[str, str] = {}
         node_router_vips: dict[str, dict[str, str]] = {n: {} for n in node_ips}
         node_switch_vips: dict[str, dict[str, str]] = {n: {} for n in node_ips}
-        for port in ports:
-            eps = endpoints_for_port(port, slices)
+        for port, eps in ports:
             local = {n: endpoints_for_port(port, slices, n) for n in node_ips} \
                 if (etp_local or itp_local) else {}
             for ip in cluster_ips:
