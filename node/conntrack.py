@@ -21,11 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ovnkube.informer import Informer
-from ovnkube.kubeclient import Obj
+from ovnkube.kubeclient import Obj, slice_service
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _ENTRY = re.compile(
     r"^udp,orig=\(src=(?P<src>[^,]+),dst=(?P<dst>[^,]+),sport=(?P<sport>\d+),"
     r"dport=(?P<dport>\d+)\)")
@@ -102,8 +101,8 @@ class StaleUdpFlusher:
     def on_slice(self, key: str, old: Obj | None, new: Obj | None) -> None:
         if old is None or not (used_endpoints(old) - used_endpoints(new)):
             return
-        name = (old["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
-        svc = self.services.get(f"{old['metadata']['namespace']}/{name}") if name else None
+        svc_key = slice_service(old)
+        svc = self.services.get(svc_key) if svc_key else None
         vips = udp_vips(svc, self.node_ips) if svc else set()
         if vips:
             self.flush(vips)

@@ -19,11 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from ovnkube.informer import Informer
-from ovnkube.kubeclient import Obj, key_of
+from ovnkube.kubeclient import Obj, key_of, slice_service
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 
 @dataclass(frozen=True)
@@ -112,8 +110,19 @@ class HealthChecks:
         self.services, self.slices = services, slices
         self._servers: dict[int, _Server] = {}
         self._lock = threading.Lock()
-        services.add_handler(lambda k, o, n: self.sync())
-        slices.add_handler(lambda k, o, n: self.sync())
+        services.add_handler(self._on_service)
+        slices.add_handler(self._on_slice)
+
+    # Only events of Services with a health check need a sync: the rest of a
+    # cluster's Service churn passes by.
+    def _on_service(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        if any(wanted_check(o) for o in (old, new) if o):
+            self.sync()
+
+    def _on_slice(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        keys = {k for k in (slice_service(o) for o in (old, new) if o) if k}
+        if any(wanted_check(svc) for svc in map(self.services.get, keys) if svc):
+            self.sync()
 
     def stop(self) -> None:
         with self._lock:
@@ -124,9 +133,9 @@ class HealthChecks:
     def desired(self) -> dict[int, tuple[Check, int]]:
         by_service: dict[str, list[Obj]] = {}
         for sl in self.slices.items():
-            name = (sl["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
-            if name:
-                by_service.setdefault(f"{sl['metadata']['namespace']}/{name}", []).append(sl)
+            svc_key = slice_service(sl)
+            if svc_key:
+                by_service.setdefault(svc_key, []).append(sl)
         out: dict[int, tuple[Check, int]] = {}
         for svc in self.services.items():
             check = wanted_check(svc)

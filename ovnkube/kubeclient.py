@@ -38,6 +38,16 @@ def key_of(obj: Obj) -> str:
     return f"{ns}/{md['name']}" if ns else str(md["name"])
 
 
+#: The label that ties an EndpointSlice to its Service.
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+def slice_service(sl: Obj) -> str | None:
+    """The key (<namespace>/<name>) of the Service an EndpointSlice belongs to."""
+    name = (sl["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+    return f"{sl['metadata']['namespace']}/{name}" if name else None
+
+
 def split_key(key: str) -> tuple[str, str]:
     ns, _, name = key.rpartition("/")
     return ns, name

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from northd_sync.errors import MissingReferenceError
 from northd_sync.rows import Row
 from ovnkube.annotations import NODE_CHASSIS_ID, NODE_SUBNETS, AnnotationError, parse_node_subnets
-from ovnkube.kubeclient import Obj, get_annotations, key_of
+from ovnkube.kubeclient import Obj, get_annotations, key_of, slice_service
 from ovnkube.master import topology
 from ovnkube.master.allocators import node_mgmt_ip
 from ovnkube.master.nodes import gateway_config
@@ -32,14 +32,6 @@ if TYPE_CHECKING:
     from ovnkube.master.controller import Master
 
 OWNER_TYPE = "Service"
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
-
-
-def slice_service(sl: Obj) -> str | None:
-    name = (sl["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
-    return f"{sl['metadata']['namespace']}/{name}" if name else None
-
-
 def depends_on_nodes(svc: Obj) -> bool:
     spec = svc.get("spec", {})
     return spec.get("type") in ("NodePort", "LoadBalancer") or \
