@@ -38,7 +38,9 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# The editable install points at this checkout: a venv reused from another
+# path (a copy, a worktree's symlink) is installed again.
+stamp=.venv/.installed-$( { sha256sum pyproject.toml; pwd -P; } | sha256sum | cut -c1-16)
 if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[test]'
