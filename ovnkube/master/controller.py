@@ -65,6 +65,7 @@ class Master:
             post_event=lambda obj, reason, msg: post_event(core, obj, reason, msg),
             families=sorted({cs.cidr.version for cs in config.cluster_subnets}))
         self.pod_controller.port_listeners.append(self.netpol_controller.port_ready)
+        self.pod_controller.port_gone_listeners.append(self.netpol_controller.port_gone)
         self.node_queue = WorkQueue("node", self.node_controller.reconcile, workers=2)
         self.pod_queue = WorkQueue("pod", self.pod_controller.reconcile, workers=workers)
         self.service_queue = WorkQueue("service", self.service_controller.reconcile,

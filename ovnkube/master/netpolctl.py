@@ -168,9 +168,10 @@ class NetworkPolicyController:
     def on_pod(self, key: str, old: Obj | None, new: Obj | None) -> None:
         fact = self._fact(new)
         with self._lock:
+            # Readiness follows the port (port_ready / port_gone), not events:
+            # a stale event without the address, seen after port_ready, must
+            # not make the pod wait for a port_ready that already came.
             before = self._put_pod(key, fact)
-            if fact is None:
-                self._ready.discard(key)
             if before == fact and old is not new:
                 return
             for f in (before, fact):
@@ -184,6 +185,18 @@ class NetworkPolicyController:
             if key in self._ready:
                 return
             self._ready.add(key)
+            fact = self._pods.get(key.split("/", 1)[0], {}).get(key)
+            if fact is not None:
+                self._mark_pod(fact)
+                self._kick()
+
+    def port_gone(self, key: str) -> None:
+        """The pod's logical switch port is deleted: a new pod of that name
+        joins port groups only once its own port is committed."""
+        with self._lock:
+            if key not in self._ready:
+                return
+            self._ready.discard(key)
             fact = self._pods.get(key.split("/", 1)[0], {}).get(key)
             if fact is not None:
                 self._mark_pod(fact)

@@ -82,7 +82,8 @@ class PodController:
         self._applied: dict[str, tuple[Row, ...]] = {}
         self._lock = threading.Lock()
         #: called with a pod key once its logical switch port is committed
-        self.port_listeners: list[Callable[[str], None]] = []
+        self.port_listeners: list[Callable[[str], None]] = []  # a pod's LSP is committed
+        self.port_gone_listeners: list[Callable[[str], None]] = []  # ... is deleted
 
     def on_event(self, key: str, old: Obj | None, new: Obj | None) -> None:
         if old is new:  # periodic resync: let the NB writer check for drift
@@ -203,6 +204,8 @@ class PodController:
             had_rows = self._applied.pop(key, None) is not None
         if had_rows:  # pods that never had a port (hostNetwork, ...) cost nothing
             self.m.engine.delete(topology.owner(OWNER_TYPE, key))
+        for listener in self.port_gone_listeners:
+            listener(key)
         node = None
         for n, pool in self.m.pools():
             if pool.release(key) is not None:
