@@ -139,3 +139,50 @@ def test_exited_container_reports_its_code_and_state_survives_a_restart(cri) -> 
     assert (st.exit_code, st.reason) == (3, "Error")
     saved = json.loads(next((tmp / "state" / "containers").glob("*.json")).read_text())
     assert saved["id"] == cid
+
+
+SLOW_PLUGIN = """#!/bin/sh
+cat >/dev/null
+case "$CNI_COMMAND" in
+ADD) sleep 2
+     echo '{"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"'"$CNI_NETNS"'"}],' \
+          '"ips":[{"address":"10.244.9.7/24","interface":0}]}' ;;
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}' ;;
+esac
+"""
+
+
+def test_a_sandbox_is_listed_only_once_its_network_is_set_up(cri) -> None:  # type: ignore[no-untyped-def]
+    # The kubelet's PLEG caches what one relist shows: a READY sandbox without
+    # its IP, seen during the CNI ADD, left pods without status.podIPs for good.
+    import threading
+    rt, _, tmp = cri
+    plugin = tmp / "slow"
+    plugin.write_text(SLOW_PLUGIN)
+    plugin.chmod(0o755)
+    (tmp / "net.d" / "10-slow.conflist").write_text(json.dumps(
+        {"cniVersion": "1.0.0", "name": "slow", "plugins": [{"type": "slow"}]}))
+    cfg = pb.PodSandboxConfig(
+        metadata=pb.PodSandboxMetadata(name="p", uid="u2", namespace="ns", attempt=0),
+        hostname="p", log_directory=str(tmp / "logs"))
+    done: list[str] = []
+    t = threading.Thread(target=lambda: done.append(
+        rt.RunPodSandbox(pb.RunPodSandboxRequest(config=cfg)).pod_sandbox_id))
+    t.start()
+    seen_during_add = []
+    while t.is_alive():
+        seen_during_add += rt.ListPodSandbox(pb.ListPodSandboxRequest()).items
+        time.sleep(0.05)
+    t.join()
+    assert done
+    sid = done[0]
+    try:
+        assert not seen_during_add
+        (listed,) = rt.ListPodSandbox(pb.ListPodSandboxRequest()).items
+        assert (listed.id, listed.state) == (sid, pb.SANDBOX_READY)
+        st = rt.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=sid)).status
+        assert st.network.ip == "10.244.9.7"
+    finally:
+        rt.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=sid))
+        rt.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=sid))
+    assert not rt.ListPodSandbox(pb.ListPodSandboxRequest()).items

@@ -35,6 +35,10 @@ class SandboxRecord:
     cni_result: dict[str, Any] | None = None
     cni_runtime_config: dict[str, Any] = dataclasses.field(default_factory=dict)
     ready: bool = True
+    # Being set up (RunPodSandbox has not returned): kept on disk so nothing
+    # leaks, hidden from List/Status as containerd does. Shown half-made, the
+    # kubelet's PLEG cached a READY sandbox with no IP and never looked again.
+    setting_up: bool = False
     resolv_conf: str = ""  # path of the pod's resolv.conf ("" keeps the node's)
 
     def metadata(self) -> pb.PodSandboxMetadata:
@@ -157,6 +161,10 @@ class Store:
             for f in (state_dir / kind).glob("*.json"):
                 with contextlib.suppress(OSError, ValueError, TypeError):
                     rec = cls(**json.loads(f.read_text()))
+                    if isinstance(rec, SandboxRecord) and rec.setting_up:
+                        # the runtime died during its set-up: the kubelet stops
+                        # and removes a NOTREADY sandbox, with a CNI DEL
+                        rec.setting_up, rec.ready = False, False
                     table[rec.id] = rec
 
     def _path(self, rec: SandboxRecord | ContainerRecord) -> Path:
@@ -181,6 +189,11 @@ class Store:
             else:
                 self.containers.pop(rec.id, None)
             self._path(rec).unlink(missing_ok=True)
+
+    def listed_sandboxes(self) -> list[SandboxRecord]:
+        """The sandboxes the kubelet may know of (set-up finished)."""
+        with self.lock:
+            return [sb for sb in self.sandboxes.values() if not sb.setting_up]
 
     def find(self, table: dict[str, Any], id_or_prefix: str) -> Any:
         """By full id or unique prefix, as crictl allows; None when unknown."""

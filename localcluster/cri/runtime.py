@@ -113,7 +113,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
     # --- sandboxes ------------------------------------------------------------
     def _sandbox(self, sid: str, context: grpc.ServicerContext) -> SandboxRecord:
         sb = self.store.find(self.store.sandboxes, sid)
-        if sb is None:
+        if sb is None or sb.setting_up:
             context.abort(grpc.StatusCode.NOT_FOUND, f"an error occurred when try to find "
                           f"sandbox: not found: sandbox {sid!r}")
         return sb
@@ -157,6 +157,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
         subprocess.run(["ip", "netns", "add", sb.netns], check=True, capture_output=True)
         subprocess.run(["ip", "-n", sb.netns, "link", "set", "lo", "up"], check=True,
                        capture_output=True)
+        sb.setting_up = True
         self.store.save(sb)  # tracked before the ADD, so nothing can leak
         env = self._cni_env(sb)
         try:
@@ -174,7 +175,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
             context.abort(grpc.StatusCode.UNKNOWN,
                           f'failed to setup network for sandbox "{sid}": plugin '
                           f'type="{plugin}" name="{net.name}" failed (add): {msg}')
-        sb.cni_result, sb.ips = result, ips
+        sb.cni_result, sb.ips, sb.setting_up = result, ips, False
         self.store.save(sb)
         if sb.cni_runtime_config.get("portMappings"):
             self._sync_hostports(context)
@@ -259,8 +260,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
     def ListPodSandbox(self, request: pb.ListPodSandboxRequest, context: grpc.ServicerContext
                        ) -> pb.ListPodSandboxResponse:
         f = request.filter
-        with self.store.lock:
-            sandboxes = list(self.store.sandboxes.values())
+        sandboxes = self.store.listed_sandboxes()
         out = []
         for sb in sandboxes:
             if f.id and not sb.id.startswith(f.id):
@@ -529,8 +529,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
     def ListPodSandboxStats(self, request: pb.ListPodSandboxStatsRequest,
                             context: grpc.ServicerContext) -> pb.ListPodSandboxStatsResponse:
         f = request.filter
-        with self.store.lock:
-            sbs = list(self.store.sandboxes.values())
+        sbs = self.store.listed_sandboxes()
         return pb.ListPodSandboxStatsResponse(stats=[
             sandbox_stats(sb, self._containers_of(sb.id)) for sb in sbs
             if (not f.id or sb.id.startswith(f.id)) and _match(sb.labels, f.label_selector)])
