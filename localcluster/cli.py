@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--name", default="ovnk")
     up.add_argument("--retain", action="store_true",
                     help="on a failed bring-up keep what was made, to look at (like kind's)")
-    for cmd in ("down", "status", "kubeconfig"):
+    up.add_argument("--cni", default="ovn", choices=lc.CNIS,
+                    help="none: no network plugin, nodes NotReady until one is installed "
+                         "(kind's disableDefaultCNI), e.g. with the Helm chart")
+    for cmd in ("down", "status", "kubeconfig", "helm-values"):
         sp = sub.add_parser(cmd)
         sp.add_argument("--name", default="ovnk")
     for cmd, (names, target) in PASS_THROUGH.items():
@@ -114,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "up":
             t0 = time.monotonic()
-            c = lc.Cluster.create(a.name, a.nodes, _progress, retain=a.retain)
+            c = lc.Cluster.create(a.name, a.nodes, _progress, retain=a.retain, cni=a.cni)
             print(f"up in {time.monotonic() - t0:.1f}s\n"
                   f"kubeconfig: {c.s.kubeconfig}\n"
-                  f"  export KUBECONFIG={c.s.kubeconfig}\n"
-                  f"tear down: ovnkube-local down --name {a.name}")
+                  f"  export KUBECONFIG={c.s.kubeconfig}")
+            if a.cni == "none":
+                print("no network yet; install one, e.g. this project's chart:\n"
+                      f"  helm install ovn helm/ovn-kubernetes-py -n ovn-kubernetes --create-namespace "
+                      f"-f $(ovnkube-local helm-values --name {a.name})")
+            print(f"tear down: ovnkube-local down --name {a.name}")
             return 0
         if a.cmd == "down":
             try:
@@ -144,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "kubeconfig":
             print(c.s.kubeconfig)
             return 0
+        if a.cmd == "helm-values":
+            from localcluster import helmvalues
+            print(helmvalues.write(c.s))
+            return 0
     except (LookupError, ValueError, FileExistsError, TimeoutError, RuntimeError) as e:
         print(f"ovnkube-local: {e}", file=sys.stderr)
         return 1
@@ -161,18 +172,26 @@ def pass_through(cmd: str, opts: dict[str, str], target: str | None, rest: list[
         if cmd == "node-exec":
             if target not in c.s.all_nodes:
                 raise LookupError(f"no node {target!r}; nodes: {', '.join(c.s.all_nodes)}")
-            return _exec_in(c.s.node_netns(target), rest)
-        if cmd == "nbctl":
-            os.execvp("ovn-nbctl", ["ovn-nbctl", f"--db=unix:{c.s.nb_sock}", *rest])
-        if cmd == "sbctl":
-            os.execvp("ovn-sbctl", ["ovn-sbctl", f"--db=unix:{c.s.sb_sock}", *rest])
+            if not rest:
+                raise UsageError("node-exec: give a command after the node")
+            # like `docker exec` into a kind node: its network and its files
+            os.execvp(sys.executable, [sys.executable, "-m", "localcluster.nsexec", "--mount",
+                                       str(c.node_mount_ns(target)), c.s.node_netns(target),
+                                       *rest])
+        if cmd in ("nbctl", "sbctl"):
+            prog, sock, addr = (("ovn-nbctl", c.s.nb_sock, c.s.nb_address) if cmd == "nbctl"
+                                else ("ovn-sbctl", c.s.sb_sock, c.s.sb_address))
+            if c.s.cni == "ovn":
+                os.execvp(prog, [prog, f"--db=unix:{sock}", *rest])
+            # the databases of a network installed later listen on the control plane
+            return _exec_in(c.s.netns("cp"), [prog, f"--db={addr}", *rest])
         if cmd == "vsctl":
             node = opts.get("node")
             if node is None:
                 raise UsageError(f"vsctl: give --node NODE (nodes: {', '.join(c.s.all_nodes)})")
-            if node not in c.s.ovs_nodes:
+            if node not in c.s.all_nodes:
                 raise LookupError(f"no node {node!r}; nodes: {', '.join(c.s.all_nodes)}")
-            db = f"unix:{c.s.ovs_nodes[node]}/db.sock"
+            db = f"unix:{c.ovs_db_sock(node)}"
             os.execvp("ovs-vsctl", ["ovs-vsctl", f"--db={db}", *rest])
         kubectl = kube_bin("kubectl")
         os.execv(kubectl, [kubectl, f"--kubeconfig={c.s.kubeconfig}", *rest])

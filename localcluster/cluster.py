@@ -19,8 +19,6 @@ state.json by `down` and `status`.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
-import json
 import logging
 import os
 import shutil
@@ -28,144 +26,35 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from localcluster import dns, realkubelet
+from localcluster import dns, nodefs, realkubelet
 from localcluster import netns as nets
 from localcluster.cri.cleanup import created_mountpoints, kill_containers, remove_mountpoints
 from localcluster.kube import KubeControlPlane, kube_bin
 from localcluster.ovn import OvnCentral, OvnController, OvsNode
 from localcluster.procs import Daemon, pid_alive, run, stop_pid
 from localcluster.realkubelet import restore_kernel_tunables, save_kernel_tunables
+from localcluster.state import (
+    BASE,
+    CLUSTER_CIDR,
+    SERVICE_CIDR,
+    DaemonRecord,
+    State,
+    check_name,
+    cluster_dir,
+    netns_prefix,
+    node_names,
+    used_indexes,
+)
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-BASE = Path("/tmp")
-CLUSTER_CIDR = "10.244.0.0/16/24"
-SERVICE_CIDR = "10.96.0.0/16"
-
-
-def cluster_dir(name: str) -> Path:
-    return BASE / f"ovk-local-{name}"
-
-
-def netns_prefix(name: str) -> str:
-    return f"ovk-{name}-"
-
-
-def check_name(name: str) -> str:
-    if not name or len(name) > 12 or not all(c.isalnum() or c == "-" for c in name) \
-            or not name[0].isalpha():
-        raise ValueError(f"cluster name {name!r}: want 1-12 letters, digits or '-', "
-                         "starting with a letter")
-    return name
-
-
-def node_names(name: str, count: int) -> list[str]:
-    return [f"{name}-worker" + (str(i + 1) if i else "") for i in range(count)]
-
-
-@dataclass
-class DaemonRecord:
-    name: str
-    pid: int
-    netns: str | None
-    log: str
-
-
-@dataclass
-class State:
-    name: str
-    index: int
-    nodes: list[str]
-    dir: str
-    api_port: int = 0
-    daemons: list[DaemonRecord] = field(default_factory=list)
-    namespaces: list[str] = field(default_factory=list)
-    ovs_nodes: dict[str, str] = field(default_factory=dict)  # node -> its OVS dir
-    control_plane: str = ""  # the control-plane node, like kind's (tainted NoSchedule)
-
-    @property
-    def all_nodes(self) -> list[str]:
-        return ([self.control_plane] if self.control_plane else []) + self.nodes
-
-    @property
-    def underlay(self) -> ipaddress.IPv4Network:
-        return ipaddress.IPv4Network(f"172.18.{self.index}.0/24")
-
-    def ip(self, host: int) -> str:
-        return str(self.underlay.network_address + host)
-
-    @property
-    def cp_ip(self) -> str:
-        return self.ip(2)
-
-    def node_ip(self, node: str) -> str:
-        if node == self.control_plane:
-            return self.cp_ip
-        return self.ip(10 + self.nodes.index(node))
-
-    @property
-    def kubeconfig(self) -> Path:
-        return Path(self.dir) / "kube" / "admin.kubeconfig"
-
-    @property
-    def inner_kubeconfig(self) -> Path:
-        return Path(self.dir) / "kube" / "cluster.kubeconfig"
-
-    @property
-    def nb_sock(self) -> Path:
-        return Path(self.dir) / "central" / "ovnnb_db.sock"
-
-    @property
-    def sb_sock(self) -> Path:
-        return Path(self.dir) / "central" / "ovnsb_db.sock"
-
-    def netns(self, suffix: str) -> str:
-        return f"{netns_prefix(self.name)}{suffix}"
-
-    def node_netns(self, node: str) -> str:
-        if node == self.control_plane:
-            return self.netns("cp")
-        return self.netns(f"n{self.nodes.index(node) + 1}")
-
-    def pod_netns_prefix(self, node: str) -> str:
-        if node == self.control_plane:
-            return self.netns("p0-")
-        return self.netns(f"p{self.nodes.index(node) + 1}-")
-
-    def node_dir(self, node: str) -> Path:
-        return Path(self.dir) / node
-
-    def save(self) -> None:
-        p = Path(self.dir) / "state.json"
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=2))
-        tmp.rename(p)
-
-    @classmethod
-    def load(cls, name: str) -> State:
-        p = cluster_dir(name) / "state.json"
-        try:
-            data = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise LookupError(f"no cluster named {name!r} (no {p})") from None
-        data["daemons"] = [DaemonRecord(**d) for d in data.get("daemons", [])]
-        data.pop("kubelet", None)  # written by versions that had two kubelets
-        return cls(**data)
-
-
-def used_indexes() -> set[int]:
-    found = set()
-    for p in BASE.glob("ovk-local-*/state.json"):
-        with contextlib.suppress(Exception):
-            found.add(int(json.loads(p.read_text())["index"]))
-    return found
-
-
 Progress = Callable[[str], None]
+#: ovn: this project's network, brought up by `up`; none: nodes without a
+#: network plugin (NotReady), for one installed later, e.g. with the Helm chart.
+CNIS = ("ovn", "none")
 
 
 class Cluster:
@@ -177,10 +66,12 @@ class Cluster:
     # --- bring-up ------------------------------------------------------------
     @classmethod
     def create(cls, name: str, nodes: int, progress: Progress | None = None,
-               retain: bool = False) -> Cluster:
+               retain: bool = False, cni: str = "ovn") -> Cluster:
         check_name(name)
         if not 1 <= nodes <= 50:
             raise ValueError(f"--nodes {nodes}: want 1 to 50")
+        if cni not in CNIS:
+            raise ValueError(f"--cni {cni!r}: want one of {', '.join(CNIS)}")
         d = cluster_dir(name)
         if (d / "state.json").exists():
             raise FileExistsError(f"cluster {name!r} exists; `ovnkube-local down --name {name}` "
@@ -192,7 +83,7 @@ class Cluster:
         index = next(i for i in range(0, 250) if i not in used_indexes())
         d.mkdir(parents=True, exist_ok=True)
         state = State(name, index, node_names(name, nodes), str(d),
-                      control_plane=f"{name}-control-plane")
+                      control_plane=f"{name}-control-plane", cni=cni)
         state.save()
         c = cls(state, progress)
         try:
@@ -233,11 +124,12 @@ class Cluster:
         cp = self._ns("cp")
         self._uplink(ul, cp, "v-cp", s.cp_ip)
 
-        self.step("OVN central: NB, SB, ovn-northd")
-        central = OvnCentral(base / "central", netns=cp, tcp_host=s.cp_ip)
-        central.start()
-        for d in central.daemons.daemons:
-            self._record(d)
+        if s.cni == "ovn":
+            self.step("OVN central: NB, SB, ovn-northd")
+            central = OvnCentral(base / "central", netns=cp, tcp_host=s.cp_ip)
+            central.start()
+            for d in central.daemons.daemons:
+                self._record(d)
 
         self.step("Kubernetes control plane: etcd, kube-apiserver, controller-manager, scheduler")
         kube = KubeControlPlane(base / "kube", cp, s.cp_ip, controllers=["*"], scheduler=True)
@@ -249,33 +141,44 @@ class Cluster:
         s.api_port = kube.local_port
         s.save()
 
+        if s.cni == "ovn":
+            self._master()
+        # The control plane is a node of the pod network, as in kind: the
+        # apiserver reaches pods through its own management port.
+        nets.add_route("0.0.0.0/0", gateway=s.ip(1), ns=cp)
+        for node in s.all_nodes:
+            self.step(f"node {node}: " + ("OVS, ovn-controller, ovnkube node, kubelet"
+                                          if s.cni == "ovn" else "kubelet"))
+            self._node_up(node, ul)
+        self.step(f"cluster DNS: CoreDNS in kube-system, Service kube-dns {dns.DNS_SERVICE_IP}")
+        run([kube_bin("kubectl"), f"--kubeconfig={s.kubeconfig}", "apply", "-f", "-"],
+            input=dns.manifest_json())
+        if s.cni == "none":
+            self.step("waiting for the nodes to register (NotReady: no network plugin)")
+            self.wait_nodes(timeout=180, ready=False)
+        else:
+            self.step("waiting for nodes to be Ready")
+            self.wait_nodes(timeout=180)
+        # The kubelet may not set node-role labels itself (kubeadm sets them too).
+        self.kubectl("label", "node", s.control_plane, "--overwrite",
+                     "node-role.kubernetes.io/control-plane=",
+                     "node.kubernetes.io/exclude-from-external-load-balancers=")
+        if s.cni == "ovn":
+            self.step("waiting for CoreDNS")
+            self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
+                         "--timeout=180s", timeout=190)
+        self.step(f"cluster {s.name!r} is up")
+
+    def _master(self) -> None:
+        s = self.s
         self.step("ovnkube master")
         master = Daemon("ovnkube-master", [
             sys.executable, "-m", "ovnkube.cli", "master", f"--nb-address=unix:{s.nb_sock}",
             f"--k8s-kubeconfig={s.inner_kubeconfig}", f"--cluster-subnets={CLUSTER_CIDR}",
             f"--k8s-service-cidr={SERVICE_CIDR}", "--lease-namespace=kube-system",
-        ], base / "ovnkube-master.log", netns=cp, env={"PYTHONPATH": str(ROOT)}).start()
+        ], Path(s.dir) / "ovnkube-master.log", netns=s.netns("cp"),
+            env={"PYTHONPATH": str(ROOT)}).start()
         self._record(master)
-
-        # The control plane is a node of the pod network, as in kind: the
-        # apiserver reaches pods through its own management port.
-        nets.add_route("0.0.0.0/0", gateway=s.ip(1), ns=cp)
-        for node in s.all_nodes:
-            self.step(f"node {node}: OVS, ovn-controller, ovnkube node, kubelet")
-            self._node_up(node, ul)
-        self.step(f"cluster DNS: CoreDNS in kube-system, Service kube-dns {dns.DNS_SERVICE_IP}")
-        run([kube_bin("kubectl"), f"--kubeconfig={s.kubeconfig}", "apply", "-f", "-"],
-            input=dns.manifest_json())
-        self.step("waiting for nodes to be Ready")
-        self.wait_nodes_ready(timeout=180)
-        # The kubelet may not set node-role labels itself (kubeadm sets them too).
-        self.kubectl("label", "node", s.control_plane, "--overwrite",
-                     "node-role.kubernetes.io/control-plane=",
-                     "node.kubernetes.io/exclude-from-external-load-balancers=")
-        self.step("waiting for CoreDNS")
-        self.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
-                     "--timeout=180s", timeout=190)
-        self.step(f"cluster {s.name!r} is up")
 
     def _uplink(self, ul: str, ns: str, ul_end: str, ip: str) -> None:
         nets.add_veth(ul_end, "eth0", ul, ns)
@@ -294,25 +197,37 @@ class Cluster:
             self._uplink(ul, ns, f"v-n{idx}", s.node_ip(node))
             nets.add_route("0.0.0.0/0", gateway=s.ip(1), ns=ns)
         d = s.node_dir(node)
-        ovs = OvsNode(d / "ovs", netns=ns)
-        ovs.start(bridge=None)
-        s.ovs_nodes[node] = str(ovs.workdir)
-        for dm in ovs.daemons.daemons:
-            self._record(dm)
-        cni_bin, cni_conf = d / "cni" / "bin", d / "cni" / "net.d"
+        ovs = None
+        if s.cni == "ovn":
+            ovs = OvsNode(d / "ovs", netns=ns)
+            ovs.start(bridge=None)
+            s.ovs_nodes[node] = str(ovs.workdir)
+            for dm in ovs.daemons.daemons:
+                self._record(dm)
+            cni_bin, cni_conf = d / "cni" / "bin", d / "cni" / "net.d"
+        else:  # where a plugin's installer writes them on a real node
+            cni_bin, cni_conf = Path("/opt/cni/bin"), Path("/etc/cni/net.d")
         save_kernel_tunables()
+        # The kubelet, runtime and pods see the node's own /etc, /opt, /var, /run.
+        mount_ns = nodefs.create(self.node_mount_ns(node).parent, node, d / "fs")
         runtime, kubelet = realkubelet.node_daemons(
             node, ns, s.node_ip(node), d, s.inner_kubeconfig,
             Path(s.dir) / "kube" / "pki" / "ca.crt", cni_conf, cni_bin,
             s.pod_netns_prefix(node), cluster_dns=[dns.DNS_SERVICE_IP],
-            control_plane=node == s.control_plane)
+            control_plane=node == s.control_plane, mount_ns=mount_ns)
         self._record(runtime.start())
         sock = realkubelet.cri_socket_path(d)
         runtime.wait_until(sock.exists, timeout=60, what=f"serving on {sock}")
         self._record(kubelet.start())
+        if ovs is not None:
+            self._network_agents(node, ns, ovs, cni_bin, cni_conf)
+
+    def _network_agents(self, node: str, ns: str, ovs: OvsNode, cni_bin: Path,
+                        cni_conf: Path) -> None:
+        s, d = self.s, self.s.node_dir(node)
         agent = Daemon("ovnkube-node", [
             sys.executable, "-m", "ovnkube.cli", "node", f"--node-name={node}",
-            f"--k8s-kubeconfig={s.inner_kubeconfig}", f"--sb-address=tcp:{s.cp_ip}:6642",
+            f"--k8s-kubeconfig={s.inner_kubeconfig}", f"--sb-address={s.sb_address}",
             f"--ovs-db={ovs.db_unix}", f"--ovs-rundir={ovs.workdir}", "--datapath-type=netdev",
             f"--encap-ip={s.node_ip(node)}", "--gateway-interface=eth0",
             f"--gateway-nexthop={s.ip(1)}", f"--cni-bin-dir={cni_bin}",
@@ -321,7 +236,7 @@ class Cluster:
             f"--k8s-service-cidr={SERVICE_CIDR}",
         ], d / "ovnkube-node.log", netns=ns, env={"PYTHONPATH": str(ROOT)}).start()
         self._record(agent)
-        ctl = OvnController(ovs, f"tcp:{s.cp_ip}:6642", node, s.node_ip(node), configure=False)
+        ctl = OvnController(ovs, s.sb_address, node, s.node_ip(node), configure=False)
         ctl.start()
         for dm in ctl.daemons.daemons:
             self._record(dm)
@@ -332,21 +247,37 @@ class Cluster:
         from localcluster.cri.records import pod_netns
         return pod_netns(self.s.node_dir(node) / "cri", uid)
 
+    def node_mount_ns(self, node: str) -> Path:
+        """The file the node's mount namespace is pinned on (localcluster.nodefs)."""
+        return Path(self.s.dir) / "mntns" / node
+
+    def ovs_db_sock(self, node: str) -> Path:
+        """The node's Open vSwitch database socket: ours, or the one a network
+        installed later (the chart's ovnkube-node) made in the node's /run."""
+        if node in self.s.ovs_nodes:
+            return Path(self.s.ovs_nodes[node]) / "db.sock"
+        return nodefs.node_path(self.s.node_dir(node) / "fs", "/run/openvswitch/db.sock")
+
     def kubectl(self, *args: str, timeout: float = 60) -> str:
         return run([kube_bin("kubectl"), f"--kubeconfig={self.s.kubeconfig}", *args],
                    timeout=timeout)
 
     def nbctl(self, *args: str) -> str:
-        return run(["ovn-nbctl", f"--db=unix:{self.s.nb_sock}", *args])
+        if self.s.cni == "ovn":
+            return run(["ovn-nbctl", f"--db=unix:{self.s.nb_sock}", *args])
+        # a network installed later: its databases listen on the control plane
+        return run(["ovn-nbctl", f"--db={self.s.nb_address}", *args], netns=self.s.netns("cp"))
 
     def sbctl(self, *args: str) -> str:
-        return run(["ovn-sbctl", f"--db=unix:{self.s.sb_sock}", *args])
+        if self.s.cni == "ovn":
+            return run(["ovn-sbctl", f"--db=unix:{self.s.sb_sock}", *args])
+        return run(["ovn-sbctl", f"--db={self.s.sb_address}", *args], netns=self.s.netns("cp"))
 
     def vsctl(self, node: str, *args: str) -> str:
-        return run(["ovs-vsctl", f"--db=unix:{Path(self.s.ovs_nodes[node]) / 'db.sock'}",
-                    *args])
+        return run(["ovs-vsctl", f"--db=unix:{self.ovs_db_sock(node)}", *args])
 
-    def wait_nodes_ready(self, timeout: float) -> None:
+    def wait_nodes(self, timeout: float, ready: bool = True) -> None:
+        """Every node registered and, with `ready`, Ready with a subnet."""
         deadline = time.monotonic() + timeout
         want = set(self.s.all_nodes)
         while True:
@@ -356,13 +287,14 @@ class Cluster:
                        "{.status.conditions[?(@.type==\"Ready\")].status} "
                        "{.metadata.annotations.k8s\\.ovn\\.org/node-subnets}{\"\\n\"}{end}"],
                       check=False, timeout=20)
-            ready = {ln.split()[0] for ln in out.splitlines()
-                     if len(ln.split()) >= 3 and ln.split()[1] == "True"}
-            if want <= ready:
+            seen = {ln.split()[0] for ln in out.splitlines()
+                    if not ready or (len(ln.split()) >= 3 and ln.split()[1] == "True")}
+            if want <= seen:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nodes not Ready with a subnet after {timeout:.0f}s: "
-                                   f"{', '.join(sorted(want - ready))}; see logs in {self.s.dir}")
+                what = "Ready with a subnet" if ready else "registered"
+                raise TimeoutError(f"nodes not {what} after {timeout:.0f}s: "
+                                   f"{', '.join(sorted(want - seen))}; see logs in {self.s.dir}")
             time.sleep(0.5)
 
     def check_daemons(self) -> None:
@@ -395,7 +327,9 @@ class Cluster:
             stop_pid(d.pid, timeout=10)
         for node in s.all_nodes:
             kill_containers(s.node_dir(node) / "cri")
-            mountpoints |= created_mountpoints(s.node_dir(node) / "cri")
+            # those in a node's overlays go with its directory
+            mountpoints |= {p for p in created_mountpoints(s.node_dir(node) / "cri")
+                            if not nodefs.overlaid(p)}
         _remove_log_links(Path(s.dir))
         for node, ovs_dir in s.ovs_nodes.items():
             ctl = Path(ovs_dir) / "ovs-vswitchd.ctl"

@@ -61,8 +61,10 @@ def cri_socket_path(node_dir: Path) -> Path:
 
 def node_daemons(node: str, netns: str, node_ip: str, node_dir: Path, kubeconfig: Path,
                  ca: Path, cni_conf: Path, cni_bin: Path, pod_netns_prefix: str,
-                 cluster_dns: list[str], control_plane: bool = False) -> tuple[Daemon, Daemon]:
-    """The CRI runtime and the kubelet of one node, not started yet."""
+                 cluster_dns: list[str], control_plane: bool = False,
+                 mount_ns: Path | None = None) -> tuple[Daemon, Daemon]:
+    """The CRI runtime and the kubelet of one node, not started yet; with
+    `mount_ns`, both in the node's own filesystem view (localcluster.nodefs)."""
     cri_socket = cri_socket_path(node_dir)
     root = node_dir / "kubelet"
     root.mkdir(parents=True, exist_ok=True)
@@ -71,14 +73,16 @@ def node_daemons(node: str, netns: str, node_ip: str, node_dir: Path, kubeconfig
                                                 control_plane),
                                  indent=1))
     env = {"PYTHONPATH": str(ROOT)}
+    enter = [sys.executable, "-m", "localcluster.nsexec",
+             *(["--mount", str(mount_ns)] if mount_ns else []), netns]
     runtime = Daemon("cri-runtime", [
-        sys.executable, "-m", "localcluster.nsexec", netns,
+        *enter,
         sys.executable, "-m", "localcluster.cri.server", f"--socket={cri_socket}",
         f"--state-dir={node_dir / 'cri'}", f"--cni-conf-dir={cni_conf}",
         f"--cni-bin-dir={cni_bin}", f"--netns-prefix={pod_netns_prefix}",
         f"--node-name={node}"], node_dir / "cri-runtime.log", env=env)
     kubelet = Daemon("kubelet", [
-        sys.executable, "-m", "localcluster.nsexec", netns,
+        *enter,
         kube_bin("kubelet"), f"--config={config}", f"--kubeconfig={kubeconfig}",
         f"--root-dir={root / 'root'}", f"--cert-dir={root / 'pki'}",
         f"--hostname-override={node}", f"--node-ip={node_ip}", "--v=1"],

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO
 from localcluster.cri.attach import AttachHub
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWNET = 0x00020000, 0x04000000, 0x40000000
-MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_SLAVE = 1, 32, 4096, 16384, 1 << 19
 MAX_LINE = 16 * 1024  # a longer line is split into partial (P) entries, as CRI-O does
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -54,6 +54,12 @@ def _mount(src: str, dst: str, flags: int) -> None:
     _check(_libc.mount(src.encode(), dst.encode(), None, flags, None), f"mount {src} on {dst}")
 
 
+def _outermost_missing(path: str) -> str:
+    while not os.path.exists(os.path.dirname(path)):
+        path = os.path.dirname(path)
+    return path
+
+
 def enter_namespaces(spec: dict[str, Any]) -> list[str]:
     """Join the pod's netns and make this container's mount and UTS namespaces;
     returns the mount points it had to create on the host's filesystem."""
@@ -62,19 +68,26 @@ def enter_namespaces(spec: dict[str, Any]) -> list[str]:
         _check(_libc.setns(fd, CLONE_NEWNET), f"setns {spec['netns']}")
         os.close(fd)
     _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
-    _mount("none", "/", MS_REC | MS_PRIVATE)
+    # Slaves, as runc's default rootfs propagation: nothing mounted here reaches
+    # the node, and what the node mounts later (a pod's network namespace in
+    # /run/netns, for a CNI server with mountPropagation: HostToContainer)
+    # reaches the container. Binds of a slave are slaves of the same master.
+    _mount("none", "/", MS_REC | MS_SLAVE)
     host = str(spec.get("hostname") or "")
     if host:
         _check(_libc.sethostname(host.encode(), len(host.encode())), "sethostname")
     created: list[str] = []
     for m in spec.get("mounts") or []:
         src, dst = m["host_path"], m["container_path"]
+        if not os.path.exists(src):
+            # containerd's CRI makes a missing host path (a hostPath volume
+            # without a type) a directory
+            created.append(_outermost_missing(src))
+            os.makedirs(src, exist_ok=True)
         if not os.path.exists(dst):
             # Processes share the host's filesystem: the mount point must exist
             # there (empty), though what is mounted on it is ours alone.
-            missing = dst
-            while not os.path.exists(os.path.dirname(missing)):
-                missing = os.path.dirname(missing)
+            missing = _outermost_missing(dst)
             if os.path.isdir(src):
                 os.makedirs(dst, exist_ok=True)
             else:
