@@ -10,12 +10,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from node import host_nodeports, mgmt_nat, netlink
+from node import host_nodeports, mgmt_nat, netlink, uninstall
 from node.cniserver import BRIDGE, CniHandler, CniServer
 from node.conntrack import StaleUdpFlusher
 from node.gateway_flows import GatewayFlows
 from node.healthcheck import HealthChecks
-from node.install import install_conflist, install_shim
+from node.install import CONFLIST_NAME, install_conflist, install_shim
 from node.kube import Kube, PodCache
 from node.options import NodeOptions
 from node.ovs import Ovs
@@ -62,7 +62,11 @@ class Agent:
     services: Informer | None = None
     slices: Informer | None = None
     chassis_id: str = ""
+    gateway: Gateway | None = None
+    owner: uninstall.DaemonSetWatch | None = None
     _ready: str = "starting"
+    _given_back: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def not_ready(self) -> str:
@@ -87,8 +91,11 @@ class Agent:
             ovn_installed_timeout=o.ovn_installed_timeout, not_ready=self.not_ready)
         # Serve from the start: STATUS says "not ready" (code 50) until we are.
         self.server = CniServer(o.cni_socket, handler).start()
+        if o.uninstall_with is not None:
+            self.owner = uninstall.DaemonSetWatch(self.kube.api_client, *o.uninstall_with,
+                                                  on_deleted=self.give_node_back).start()
         self._ready = "registering the chassis"
-        gateway = self.setup_gateway() if o.gateway_interface else None
+        gateway = self.gateway = self.setup_gateway() if o.gateway_interface else None
         self.register_chassis(gateway)
         if gateway is not None:
             masq: str | None = None
@@ -117,8 +124,11 @@ class Agent:
         self._ready = "waiting for the pod informer to sync"
         if not self.pods.synced.wait(o.node_subnet_timeout):
             raise TimeoutError("the pod list from the apiserver did not arrive")
-        install_shim(o.cni_bin_dir, o.cni_python)
-        install_conflist(o.cni_conf_dir, o.cni_socket, o.cni_log_file, o.common.mtu)
+        with self._lock:  # not while (or after) the node is given back
+            if self._given_back:
+                return
+            install_shim(o.cni_bin_dir, o.cni_python)
+            install_conflist(o.cni_conf_dir, o.cni_socket, o.cni_log_file, o.common.mtu)
         self._ready = ""
         log.info("node %s ready: chassis %s, CNI server on %s", o.node_name, self.chassis_id,
                  o.cni_socket)
@@ -129,7 +139,46 @@ class Agent:
             self._stop.wait()
             return 0
         finally:
+            self.uninstall_if_gone()
             self.close()
+
+    def uninstall_if_gone(self) -> None:
+        """Exiting: if the network is being uninstalled, give the node back
+        (or let the DaemonSet watch finish doing so)."""
+        o = self.opts
+        if self.owner is not None:
+            self.owner.stop()
+        with self._lock:  # waits for a give-back under way
+            if self._given_back:
+                return
+        if o.uninstall_with is not None and self.kube is not None \
+                and uninstall.daemonset_gone(self.kube.api_client, *o.uninstall_with):
+            self.give_node_back()
+
+    def give_node_back(self) -> None:
+        """The network is uninstalled (node/uninstall.py): undo this node's set-up."""
+        o = self.opts
+        with self._lock:
+            if self._given_back:
+                return
+            self._given_back = True
+            log.info("DaemonSet %s/%s is deleted: undoing this node's set-up",
+                     *(o.uninstall_with or ("?", "?")))
+            self._ready = "uninstalled"
+            for part in (self.server, self.flows):
+                if part is not None:
+                    part.stop()
+            g = self.gateway
+            uninstall.give_node_back(
+                [o.cni_conf_dir / CONFLIST_NAME, o.cni_bin_dir / "ovn-k8s-cni-overlay"],
+                # br-int stays in OVS's database with the pods' ports: pods
+                # that outlive a reinstall get their network back with it.
+                o.ovs_db, [GATEWAY_BRIDGE],
+                [GATEWAY_BRIDGE, BRIDGE, MGMT_PORT, host_nodeports.MASQ_PORT],
+                [mgmt_nat.TABLE, host_nodeports.TABLE], o.gateway_interface,
+                (g.mac, g.addresses, g.next_hops) if g is not None else None)
+            log.info("node %s given back: no CNI config, no br-ex, the node IP on %s",
+                     o.node_name, o.gateway_interface or "its interface")
 
     def stop(self) -> None:
         self._stop.set()
@@ -199,9 +248,11 @@ class Agent:
         assert self.ovs is not None
         uplink = o.gateway_interface
         if self.ovs.port_bridge(uplink) == GATEWAY_BRIDGE and netlink.link_exists(
-                GATEWAY_BRIDGE):
+                GATEWAY_BRIDGE) and not netlink.read_uplink(uplink).addresses:
             info = netlink.read_uplink(GATEWAY_BRIDGE)  # restart: already moved
             log.info("%s already carries %s", GATEWAY_BRIDGE, uplink)
+            if not info.addresses:
+                info = self._readdress_gateway_bridge(info)
         else:
             info = netlink.read_uplink(uplink)
             if not info.addresses:
@@ -220,6 +271,22 @@ class Agent:
         hops = [o.gateway_nexthop] if o.gateway_nexthop else (
             [info.default_gw] if info.default_gw else [])
         return Gateway(addresses=info.addresses, mac=info.mac, next_hops=hops)
+
+    def _readdress_gateway_bridge(self, info: netlink.UplinkInfo) -> netlink.UplinkInfo:
+        """br-ex came back without the node IP (the userspace datapath's bridge
+        device dies with ovs-vswitchd): put back what this node registered."""
+        assert self.kube is not None
+        raw = self.kube.node_annotations().get(L3_GATEWAY_CONFIG)
+        if raw is None:
+            raise ConfigError(f"{GATEWAY_BRIDGE} carries {self.opts.gateway_interface} but has "
+                              f"no address, and node {self.opts.node_name} has no "
+                              f"{L3_GATEWAY_CONFIG} to take it from")
+        cfg = L3GatewayConfig.parse(raw)
+        hop = next((h for h in cfg.next_hops if h.version == 4), None)
+        netlink.add_addresses(GATEWAY_BRIDGE, cfg.ip_addresses, hop)
+        log.info("put %s back on %s (from the node's %s)",
+                 ", ".join(map(str, cfg.ip_addresses)), GATEWAY_BRIDGE, L3_GATEWAY_CONFIG)
+        return netlink.read_uplink(GATEWAY_BRIDGE)
 
     # --- management port --------------------------------------------------
 

@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -383,3 +383,31 @@ def isolate_uplink(name: str, bridge_mac: str) -> None:
             h.link("set", index=idx, address=own)
         h.link("set", index=idx, flags=IFF_NOARP, mask=IFF_NOARP)
     _disable_ipv6(name)
+
+
+def release_uplink(name: str, mac: str) -> None:
+    """Undo isolate_uplink: the node's MAC, ARP and IPv6 back on the uplink."""
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            raise FileNotFoundError(f"interface {name!r} does not exist")
+        h.link("set", index=idx, address=mac)
+        h.link("set", index=idx, flags=0, mask=IFF_NOARP)
+        h.link("set", index=idx, state="up")
+    with contextlib.suppress(OSError):
+        Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("0")
+
+
+def add_addresses(name: str, addresses: Sequence[IPInterface],
+                  default_gw: IPAddress | None) -> None:
+    """Put addresses (and the default route through `default_gw`) on a link."""
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            raise FileNotFoundError(f"interface {name!r} does not exist")
+        have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in h.get_addr(index=idx)}
+        for a in addresses:
+            if (str(a.ip), a.network.prefixlen) not in have:
+                h.addr("add", index=idx, address=str(a.ip), prefixlen=a.network.prefixlen)
+        if default_gw is not None:
+            h.route("replace", dst="0.0.0.0", dst_len=0, gateway=str(default_gw), oif=idx)

@@ -56,6 +56,10 @@ def add_node_args(p: argparse.ArgumentParser) -> None:
                    help="seconds an ADD waits for ovn-controller to set ovn-installed")
     p.add_argument("--node-subnet-timeout", default=_env("node-subnet-timeout", "300"),
                    help="seconds to wait for the master's k8s.ovn.org/node-subnets")
+    p.add_argument("--uninstall-with-daemonset",
+                   default=_env("uninstall-with-daemonset", ""),
+                   help="NAMESPACE/NAME of the agent's DaemonSet: exiting after it was "
+                        "deleted, undo the node's set-up (CNI config, gateway, bridges)")
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class NodeOptions:
     pod_annotation_timeout: float
     ovn_installed_timeout: float
     node_subnet_timeout: float
+    uninstall_with: tuple[str, str] | None = None  # the DaemonSet (namespace, name)
 
 
 def _seconds(flag: str, text: str) -> float:
@@ -102,6 +107,16 @@ def _ifname(flag: str, text: str) -> str:
     if text and (len(text) > 15 or "/" in text or " " in text):
         raise ConfigError(f"{flag} {text!r}: not a valid Linux interface name (1-15 chars)")
     return text
+
+
+def _owner(text: str) -> tuple[str, str] | None:
+    """NAMESPACE/NAME of the agent's DaemonSet, or None when not given."""
+    if not text:
+        return None
+    ns, sep, name = text.partition("/")
+    if not sep or not ns or not name or "/" in name:
+        raise ConfigError(f"--uninstall-with-daemonset {text!r}: want NAMESPACE/NAME")
+    return ns, name
 
 
 def node_options(a: argparse.Namespace) -> NodeOptions:
@@ -138,5 +153,6 @@ def node_options(a: argparse.Namespace) -> NodeOptions:
         gateway_nexthop=_ip("--gateway-nexthop", a.gateway_nexthop),
         pod_annotation_timeout=_seconds("--pod-annotation-timeout", a.pod_annotation_timeout),
         ovn_installed_timeout=_seconds("--ovn-installed-timeout", a.ovn_installed_timeout),
+        uninstall_with=_owner(a.uninstall_with_daemonset),
         node_subnet_timeout=_seconds("--node-subnet-timeout", a.node_subnet_timeout),
     )

@@ -64,13 +64,17 @@ class WatchExpired(Exception):
 class ResourceAPI:
     """List and watch one kind as raw JSON dicts through an ApiClient."""
 
-    def __init__(self, api: client.ApiClient, path: str, kind: str) -> None:
+    def __init__(self, api: client.ApiClient, path: str, kind: str,
+                 field_selector: str = "") -> None:
         self.api = api
         self.path = path  # e.g. /api/v1/pods, /apis/discovery.k8s.io/v1/endpointslices
         self.kind = kind
+        self.field_selector = field_selector  # e.g. metadata.name=X (one object)
 
     def _call(self, query: list[tuple[str, Any]], timeout: Any = None) -> Any:
         """GET path?query; returns the streaming urllib3 response."""
+        if self.field_selector:
+            query = [*query, ("fieldSelector", self.field_selector)]
         method, url, headers, _, _ = self.api.param_serialize(
             method="GET", resource_path=self.path, query_params=query,
             header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
