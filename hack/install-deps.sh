@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openvswitch-switch ovn-central ovn-host iproute2 ethtool iputils-ping
-              tcpdump openssl procps psmisc curl python3-venv nftables
-              netcat-openbsd bind9-dnsutils wget util-linux)
+# One list for this script and the Dockerfile: hack/debian-packages.txt, one
+# package per line, `#` comments and blank lines ignored.
+mapfile -t APT_PACKAGES < <(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' \
+                                 -e '/^$/d' hack/debian-packages.txt)
+[ ${#APT_PACKAGES[@]} -gt 0 ] || { echo "install-deps: no packages in hack/debian-packages.txt" >&2; exit 1; }
 
 # --- Debian packages --------------------------------------------------------
 missing=()

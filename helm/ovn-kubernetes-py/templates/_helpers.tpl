@@ -40,3 +40,8 @@ tcp:{{ include "ovnk.centralIP" . }}:{{ .Values.ovn.sbPort }}
 tolerations:
 - operator: Exists
 {{- end -}}
+
+{{/* OVS/OVN daemons' console level for .Values.logLevel */}}
+{{- define "ovnk.ovsLogLevel" -}}
+{{ get (dict "debug" "dbg" "info" "info" "warning" "warn" "error" "err") .Values.logLevel | default "info" }}
+{{- end -}}

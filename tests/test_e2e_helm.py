@@ -1,0 +1,203 @@
+"""The Helm chart brings the network up on a bare cluster, as a user runs it:
+`ovnkube-local up --cni none` (nodes NotReady, no OVN anywhere), then plain
+`helm install -f $(ovnkube-local helm-values)`. The kubelets run every part
+as pods: the databases, ovn-northd and the masters, OVS, ovn-controller and
+the node agents, which install the CNI config on their nodes. Then upgrade,
+uninstall (the node given back: NotReady, no CNI config, its IP on eth0)
+and install again."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from localcluster import helminstall, nodefs
+from localcluster.cluster import Cluster
+from localcluster.kube import kube_bin
+from tests.conftest import need_kube, need_root
+from tests.e2e_helpers import E2E, netexec_deployment, wait_for
+
+NS = helminstall.NAMESPACE
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bare() -> Iterator[E2E]:
+    need_root()
+    need_kube()
+    c = Cluster.create(f"hlm{secrets.token_hex(2)}", 2, cni="none")
+    try:
+        yield E2E(c)
+    finally:
+        c.down()
+
+
+def cni_config(e: E2E, node: str) -> list[str]:
+    d = nodefs.node_path(e.c.s.node_dir(node) / "fs", "/etc/cni/net.d")
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def node_ready(e: E2E) -> dict[str, str]:
+    out = json.loads(e.kubectl("get", "nodes", "-o", "json"))
+    return {n["metadata"]["name"]: next(c["status"] for c in n["status"]["conditions"]
+                                        if c["type"] == "Ready") for n in out["items"]}
+
+
+def can_i(e: E2E, account: str, *what: str) -> bool:
+    res = subprocess.run([str(kube_bin("kubectl")), f"--kubeconfig={e.c.s.kubeconfig}",
+                          "auth", "can-i", *what, f"--as=system:serviceaccount:{NS}:{account}"],
+                         capture_output=True, text=True, timeout=30)
+    return res.stdout.strip() == "yes"
+
+
+NETWORK_DAEMONS = ("ovsdb-server", "ovs-vswitchd", "ovn-controller", "ovn-northd", "ovnkube")
+
+
+def network_daemons(e: E2E) -> list[str]:
+    """OVS/OVN/ovnkube processes in the network namespace of any of the nodes."""
+    nets = {os.stat(f"/run/netns/{e.c.s.node_netns(n)}").st_ino for n in e.c.s.all_nodes}
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino not in nets:
+                continue
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [Path(a.decode(errors="replace")).name for a in args[:3]]
+        if any(w in NETWORK_DAEMONS for w in words) or "ovnkube.cli" in " ".join(
+                a.decode(errors="replace") for a in args):
+            found.append(f"{pid}: {' '.join(a.decode(errors='replace') for a in args)}")
+    return found
+
+
+def test_a_bare_cluster_has_no_network(bare: E2E) -> None:
+    e = bare
+    assert set(node_ready(e).values()) == {"False"}
+    assert all(cni_config(e, n) == [] for n in e.c.s.all_nodes)
+    assert network_daemons(e) == []
+    out = subprocess.run([sys.executable, "-m", "localcluster.cli", "helm-values",
+                          "--name", e.c.s.name],
+                         capture_output=True, text=True, timeout=30, check=True,
+                         cwd=ROOT).stdout.strip()
+    values = Path(out).read_text()
+    assert e.c.s.cp_ip in values and e.c.s.control_plane in values
+
+
+def test_helm_install_brings_the_network_up(bare: E2E) -> None:
+    e = bare
+    helminstall.install(e.c)
+    assert set(node_ready(e).values()) == {"True"}
+    for n in e.c.s.all_nodes:
+        assert cni_config(e, n) == ["10-ovn-kubernetes.conflist"]
+    pods = json.loads(e.kubectl("-n", NS, "get", "pods", "-o", "json"))["items"]
+    by_app: dict[str, set[str]] = {}
+    for p in pods:
+        by_app.setdefault(p["metadata"]["labels"]["app"], set()).add(p["spec"]["nodeName"])
+    assert by_app["ovnkube-db"] == {e.c.s.control_plane}
+    assert by_app["ovnkube-node"] == by_app["ovs-node"] == set(e.c.s.all_nodes)
+    assert len(by_app["ovnkube-master"]) == 2  # two replicas, on two nodes
+    # What NOTES.txt tells the user to run: the NB through the database pod.
+    show = e.kubectl("-n", NS, "exec", "deploy/ovnkube-db", "-c", "nb-ovsdb", "--",
+                     "ovn-nbctl", "--db=unix:/var/run/ovn/ovnnb_db.sock", "show")
+    for n in e.c.s.all_nodes:
+        assert f"({n})" in show
+    assert "ovn_cluster_router" in show
+
+
+def test_pods_and_services_work_on_the_helm_network(bare: E2E) -> None:
+    e = bare
+    e.apply(netexec_deployment("web", 2))
+    try:
+        pods = e.ready_pods("app=web", 2)
+        assert len({p["status"]["podIP"] for p in pods}) == 2
+        e.kubectl("expose", "deployment", "web", "--port=80", "--target-port=8080")
+        ip = e.get("service", "web")["spec"]["clusterIP"]
+        names = {p["metadata"]["name"] for p in pods}
+        # From a pod, by ClusterIP and by DNS name (CoreDNS runs on this network too).
+        src = pods[0]
+        seen = set()
+        for _ in range(20):
+            seen.add(e.kubectl("exec", src["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
+                               f"http://{ip}/hostname").strip())
+            if seen == names:
+                break
+        assert seen == names
+        got = e.kubectl("exec", src["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
+                        "http://web.default.svc.cluster.local/hostname").strip()
+        assert got in names
+    finally:
+        e.kubectl("delete", "deployment,service", "web", "--ignore-not-found", "--wait=true",
+                  timeout=120)
+
+
+def test_each_component_has_the_rights_it_needs_and_no_more(bare: E2E) -> None:
+    e = bare
+    for what in (("patch", "nodes"), ("patch", "pods"), ("watch", "services"),
+                 ("watch", "endpointslices.discovery.k8s.io"),
+                 ("watch", "networkpolicies.networking.k8s.io"), ("create", "events"),
+                 ("update", "leases.coordination.k8s.io", "-n", NS)):
+        assert can_i(e, "ovnkube-master", *what), what
+    for what in (("delete", "pods"), ("create", "services"), ("get", "secrets")):
+        assert not can_i(e, "ovnkube-master", *what), what
+    for what in (("patch", "nodes"), ("watch", "pods"), ("watch", "services"),
+                 ("watch", "endpointslices.discovery.k8s.io"), ("create", "events"),
+                 ("get", "daemonsets/ovnkube-node", "-n", NS)):
+        assert can_i(e, "ovnkube-node", *what), what
+    # The node agent cannot change pods (its own node's or others') or Services.
+    for what in (("patch", "pods"), ("delete", "pods"), ("update", "services"),
+                 ("create", "services"), ("get", "secrets"), ("get", "daemonsets/ovs-node",
+                                                              "-n", NS)):
+        assert not can_i(e, "ovnkube-node", *what), what
+
+
+def test_upgrade_rolls_the_pods_and_running_pods_keep_their_traffic(bare: E2E) -> None:
+    e = bare
+    e.apply(netexec_deployment("steady", 2))
+    try:
+        pods = e.ready_pods("app=steady", 2)
+        target = pods[1]["status"]["podIP"]
+        before = {p["metadata"]["name"] for p in json.loads(
+            e.kubectl("-n", NS, "get", "pods", "-l", "app=ovnkube-node", "-o", "json"))["items"]}
+        helminstall.install(e.c, ["logLevel=debug", "master.replicas=1"], upgrade=True)
+        after = json.loads(e.kubectl("-n", NS, "get", "pods", "-o", "json"))["items"]
+        agents = [p for p in after if p["metadata"]["labels"]["app"] == "ovnkube-node"]
+        assert before.isdisjoint(p["metadata"]["name"] for p in agents)  # rolled
+        assert all("--loglevel=debug" in p["spec"]["containers"][-1]["args"] for p in agents)
+        wait_for(lambda: len([p for p in json.loads(e.kubectl(
+            "-n", NS, "get", "pods", "-l", "app=ovnkube-master", "-o", "json"))["items"]
+            if "deletionTimestamp" not in p["metadata"]]) == 1, 120, "one master left")
+        # The pods from before the upgrade still reach each other.
+        got = e.kubectl("exec", pods[0]["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
+                        f"http://{target}:8080/hostname").strip()
+        assert got == pods[1]["metadata"]["name"]
+    finally:
+        e.kubectl("delete", "deployment", "steady", "--ignore-not-found", "--wait=true",
+                  timeout=120)
+
+
+def test_uninstall_gives_the_nodes_back_and_install_again_works(bare: E2E) -> None:
+    e = bare
+    helminstall.uninstall(e.c)
+    assert set(node_ready(e).values()) == {"False"}
+    assert all(cni_config(e, n) == [] for n in e.c.s.all_nodes)
+    assert e.kubectl("-n", NS, "get", "pods", "-o", "name").strip() == ""
+    for n in e.c.s.all_nodes:
+        addrs = e.node_exec(n, "ip", "-4", "-br", "addr", "show", "eth0")
+        assert e.node_ip(n) in addrs, addrs  # the node IP is back on its uplink
+        assert "default via" in e.node_exec(n, "ip", "route", "show", "default")
+    # No OVS or OVN process is left on any node: every one ran in a pod.
+    assert network_daemons(e) == []
+    helminstall.install(e.c)
+    assert set(node_ready(e).values()) == {"True"}
+    show = e.kubectl("-n", NS, "exec", "deploy/ovnkube-db", "-c", "nb-ovsdb", "--",
+                     "ovn-nbctl", "--db=unix:/var/run/ovn/ovnnb_db.sock", "ls-list")
+    assert sorted(ln.split()[1].strip("()") for ln in show.splitlines()) == sorted(
+        ["ext_" + n for n in e.c.s.all_nodes] + ["join"] + e.c.s.all_nodes)
