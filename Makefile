@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps test lint demo demo-down bench e2e-upstream clean-leftovers
+.PHONY: deps test lint demo demo-down bench e2e-upstream e2e-helm clean-leftovers
 
 deps:
 	bash hack/install-deps.sh
@@ -29,6 +29,12 @@ E2E_PROCS ?= 1
 e2e-upstream: deps
 	bash hack/build-e2e.sh
 	$(PY) -m localcluster.upstream_e2e --set $(E2E_SET) --procs $(E2E_PROCS) --report-dir _output/e2e-$(E2E_SET)
+
+# Our e2e tests again, on a network the Helm chart installed (ovnkube-local
+# up --cni none, then helm install) instead of the one `up` brings.
+E2E_TESTS := tests/test_e2e_cluster.py tests/test_e2e_kubectl.py tests/test_e2e_services.py tests/test_e2e_netpol.py
+e2e-helm: deps
+	OVNKUBE_E2E_NETWORK=helm $(PY) -m pytest $(PYTEST_ARGS) $(E2E_TESTS)
 
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"  export KUBECONFIG={c.s.kubeconfig}")
             if a.cni == "none":
                 print("no network yet; install one, e.g. this project's chart:\n"
-                      f"  helm install ovn helm/ovn-kubernetes-py -n ovn-kubernetes --create-namespace "
-                      f"-f $(ovnkube-local helm-values --name {a.name})")
+                      "  helm install ovn helm/ovn-kubernetes-py -n ovn-kubernetes "
+                      f"--create-namespace -f $(ovnkube-local helm-values --name {a.name})")
             print(f"tear down: ovnkube-local down --name {a.name}")
             return 0
         if a.cmd == "down":

@@ -195,8 +195,14 @@ def local_cluster():  # type: ignore[no-untyped-def]
     from localcluster.cluster import Cluster
     from tests.e2e_helpers import E2E
 
-    c = Cluster.create(f"e2e{secrets.token_hex(2)}", 2)
+    # OVNKUBE_E2E_NETWORK=helm: the same tests on a network the Helm chart
+    # installed (`up --cni none`, then helm install), as a user would have it.
+    helm = os.environ.get("OVNKUBE_E2E_NETWORK", "local") == "helm"
+    c = Cluster.create(f"e2e{secrets.token_hex(2)}", 2, cni="none" if helm else "ovn")
     try:
+        if helm:
+            from localcluster import helminstall
+            helminstall.install(c)
         yield E2E(c)
     finally:
         c.down()

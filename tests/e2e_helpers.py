@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from localcluster.cluster import Cluster
@@ -102,6 +103,20 @@ class E2E:
 
     def curl(self, where: Callable[..., str], url: str, *extra: str, timeout: int = 5) -> str:
         return where("curl", "-sS", "-m", str(timeout), *extra, url)
+
+    def ovn_controller_log(self, node: str) -> str:
+        """ovn-controller's log on `node`: our daemon's, or its container's
+        when the Helm chart installed the network."""
+        s = self.c.s
+        if s.cni == "ovn":
+            log = next(d.log for d in s.daemons
+                       if d.name.startswith("ovn-controller") and d.netns == s.node_netns(node))
+            return Path(log).read_text()
+        out = self.kubectl("-n", "ovn-kubernetes", "get", "pods", "-l", "app=ovnkube-node",
+                           "--field-selector", f"spec.nodeName={node}", "-o", "json")
+        (pod,) = json.loads(out)["items"]
+        return self.kubectl("-n", "ovn-kubernetes", "logs", pod["metadata"]["name"],
+                            "-c", "ovn-controller")
 
     def node_ip(self, node: str) -> str:
         return self.c.s.node_ip(node)

@@ -17,7 +17,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -387,13 +386,10 @@ def test_acl_logging_names_the_policy_in_ovn_controller_log(env: Env) -> None:
         env.policy("x", "deny-all", "  podSelector: {}\n  policyTypes: [Ingress]\n")
         env.expect(lambda s, d, p, pr: ns_of(d) != "x", dsts=("x/a",))
         node = env.pods["x/a"]["spec"]["nodeName"]
-        log = next(d.log for d in env.e.c.s.daemons
-                   if d.name.startswith("ovn-controller") and d.netns == env.e.c.s.node_netns(
-                       node))
 
         def logged() -> bool:
             env.run_in("y/a", [(env.ip["x/a"], 80, "tcp")])
-            text = Path(log).read_text()
+            text = env.e.ovn_controller_log(node)
             return f'name="NP:{x}:Ingress", verdict=drop, severity=alert' in text
         wait_for(logged, 30, "drop logged by ovn-controller")
     finally:
