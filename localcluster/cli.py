@@ -184,7 +184,7 @@ def pass_through(cmd: str, opts: dict[str, str], target: str | None, rest: list[
             if c.s.cni == "ovn":
                 os.execvp(prog, [prog, f"--db=unix:{sock}", *rest])
             # the databases of a network installed later listen on the control plane
-            return _exec_in(c.s.netns("cp"), [prog, f"--db={addr}", *rest])
+            return _exec_in(c.s.netns("cp"), [prog, "--no-leader-only", f"--db={addr}", *rest])
         if cmd == "vsctl":
             node = opts.get("node")
             if node is None:

@@ -265,13 +265,16 @@ class Cluster:
     def nbctl(self, *args: str) -> str:
         if self.s.cni == "ovn":
             return run(["ovn-nbctl", f"--db=unix:{self.s.nb_sock}", *args])
-        # a network installed later: its databases listen on the control plane
-        return run(["ovn-nbctl", f"--db={self.s.nb_address}", *args], netns=self.s.netns("cp"))
+        # A network installed later: its databases listen on the control plane
+        # (a raft member there may follow; it relays writes to the leader).
+        return run(["ovn-nbctl", "--no-leader-only", f"--db={self.s.nb_address}", *args],
+                   netns=self.s.netns("cp"))
 
     def sbctl(self, *args: str) -> str:
         if self.s.cni == "ovn":
             return run(["ovn-sbctl", f"--db=unix:{self.s.sb_sock}", *args])
-        return run(["ovn-sbctl", f"--db={self.s.sb_address}", *args], netns=self.s.netns("cp"))
+        return run(["ovn-sbctl", "--no-leader-only", f"--db={self.s.sb_address}", *args],
+                   netns=self.s.netns("cp"))
 
     def vsctl(self, node: str, *args: str) -> str:
         return run(["ovs-vsctl", f"--db=unix:{self.ovs_db_sock(node)}", *args])

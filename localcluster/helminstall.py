@@ -54,7 +54,9 @@ def install(c: Cluster, sets: Sequence[str] = (), upgrade: bool = False,
 
 def wait_network(c: Cluster, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    for kind in ("daemonset/ovs-node", "deployment/ovnkube-db", "deployment/ovnkube-master",
+    dbs = c.kubectl("-n", NAMESPACE, "get", "deployments", "-l", "app=ovnkube-db", "-o",
+                    "name").split()  # ovnkube-db, or ovnkube-db-0.. of a raft cluster
+    for kind in ("daemonset/ovs-node", *dbs, "deployment/ovnkube-master",
                  "daemonset/ovnkube-node"):
         left = max(10.0, deadline - time.monotonic())
         c.kubectl("-n", NAMESPACE, "rollout", "status", kind, f"--timeout={left:.0f}s",

@@ -16,7 +16,10 @@ from localcluster.state import CLUSTER_CIDR, SERVICE_CIDR, State
 def values(s: State) -> dict[str, Any]:
     return {
         "kubernetes": {"apiServerHost": s.cp_ip, "apiServerPort": 6443},
-        "ovn": {"centralNode": s.control_plane, "centralIP": s.cp_ip},
+        # dbReplicas 1 puts the databases on the control-plane node; these
+        # are the members of `--set ovn.dbReplicas=3` (raft).
+        "ovn": {"centralNode": s.control_plane, "centralIP": s.cp_ip,
+                "dbNodes": [{"name": n, "ip": s.node_ip(n)} for n in s.all_nodes[:3]]},
         "cluster": {"subnets": CLUSTER_CIDR, "serviceCIDR": SERVICE_CIDR},
         # No openvswitch kernel module here: the userspace datapath. Each node's
         # eth0 is its uplink on the underlay, whose bridge is the next hop.

@@ -201,3 +201,94 @@ def test_uninstall_gives_the_nodes_back_and_install_again_works(bare: E2E) -> No
                      "ovn-nbctl", "--db=unix:/var/run/ovn/ovnnb_db.sock", "ls-list")
     assert sorted(ln.split()[1].strip("()") for ln in show.splitlines()) == sorted(
         ["ext_" + n for n in e.c.s.all_nodes] + ["join"] + e.c.s.all_nodes)
+
+
+def raft_role(e: E2E, member: int, db: str = "nb") -> str:
+    ctl, name = (("ovnnb_db.ctl", "OVN_Northbound") if db == "nb"
+                 else ("ovnsb_db.ctl", "OVN_Southbound"))
+    out = e.kubectl("-n", NS, "exec", f"deploy/ovnkube-db-{member}", "-c", f"{db}-ovsdb", "--",
+                    "ovs-appctl", "-t", f"/var/run/ovn/{ctl}", "cluster/status", name)
+    return next(ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                if ln.startswith("Role:"))
+
+
+def test_raft_databases_lose_their_leader_and_no_pod_loses_its_address(bare: E2E) -> None:
+    e = bare
+    helminstall.uninstall(e.c)
+    helminstall.install(e.c, ["ovn.dbReplicas=3"])
+    for db in ("nb", "sb"):
+        roles = sorted(raft_role(e, i, db) for i in range(3))
+        assert roles == ["follower", "follower", "leader"], (db, roles)
+    leader = next(i for i in range(3) if raft_role(e, i) == "leader")
+    e.apply(netexec_deployment("many", 1))
+    try:
+        e.ready_pods("app=many", 1)
+        e.kubectl("scale", "deployment", "many", "--replicas=16")
+        e.kubectl("-n", NS, "delete", "pod", "-l", f"app=ovnkube-db,member={leader}",
+                  "--wait=false")
+        pods = e.ready_pods("app=many", 16, timeout=240)
+        ips = [p["status"]["podIP"] for p in pods]
+        assert len(set(ips)) == 16, ips  # none twice
+        for p in pods:  # each pod's address is the one the master gave it
+            ann = json.loads(p["metadata"]["annotations"]["k8s.ovn.org/pod-networks"])
+            assert ann["default"]["ip_addresses"][0].split("/")[0] == p["status"]["podIP"]
+        # The member that was lost is back, and the NB lost no port.
+        wait_for(lambda: sorted(raft_role(e, i) for i in range(3)) == [
+            "follower", "follower", "leader"], 120, "three members again")
+        ports = e.c.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split()
+        assert {f"default_{p['metadata']['name']}" for p in pods} <= set(ports)
+        # ... and pods still reach each other across nodes.
+        a = pods[0]
+        b = next(p for p in pods if p["spec"]["nodeName"] != a["spec"]["nodeName"])
+        got = e.kubectl("exec", a["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
+                        f"http://{b['status']['podIP']}:8080/hostname").strip()
+        assert got == b["metadata"]["name"]
+    finally:
+        e.kubectl("delete", "deployment", "many", "--ignore-not-found", "--wait=true",
+                  timeout=180)
+
+
+def make_certs(d: Path, ips: list[str]) -> None:
+    """A CA, and one certificate for every database address that clients use too."""
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ovn-ca",
+            "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=ovn", "-keyout",
+            str(d / "tls.key"), "-out", str(d / "tls.csr"))
+    (d / "ext").write_text("subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips)
+                           + "\nextendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("x509", "-req", "-in", str(d / "tls.csr"), "-CA", str(d / "ca.crt"), "-CAkey",
+            str(d / "ca.key"), "-CAcreateserial", "-days", "2", "-extfile", str(d / "ext"),
+            "-out", str(d / "tls.crt"))
+
+
+def test_ssl_databases_with_certificates_from_a_secret(bare: E2E, tmp_path: Path) -> None:
+    e = bare
+    helminstall.uninstall(e.c)
+    make_certs(tmp_path, [e.c.s.node_ip(n) for n in e.c.s.all_nodes])
+    # helm uninstall leaves the namespace --create-namespace made; apply is fine either way
+    e.kubectl("apply", "-f", "-",
+              input=f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n")
+    e.kubectl("-n", NS, "create", "secret", "generic", "ovn-ssl",
+              *(f"--from-file={f}={tmp_path / f}" for f in ("ca.crt", "tls.crt", "tls.key")))
+    helminstall.install(e.c, ["ovn.ssl=true"])
+    assert set(node_ready(e).values()) == {"True"}
+    nbctl = ["ovn-nbctl", "--timeout=5", f"--db=ssl:{e.c.s.cp_ip}:6641",
+             f"--private-key={tmp_path / 'tls.key'}", f"--certificate={tmp_path / 'tls.crt'}",
+             f"--ca-cert={tmp_path / 'ca.crt'}", "ls-list"]
+    listed = e.underlay_exec(*nbctl)
+    assert all(f"({n})" in listed for n in e.c.s.all_nodes)
+    plain = subprocess.run(["ip", "netns", "exec", e.c.s.netns("ul"), "ovn-nbctl",
+                            "--timeout=5", f"--db=tcp:{e.c.s.cp_ip}:6641", "ls-list"],
+                           capture_output=True, text=True, timeout=30)
+    assert plain.returncode != 0  # only SSL is served
+    e.apply(netexec_deployment("sslweb", 2))
+    try:
+        pods = e.ready_pods("app=sslweb", 2)
+        got = e.kubectl("exec", pods[0]["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
+                        f"http://{pods[1]['status']['podIP']}:8080/hostname").strip()
+        assert got == pods[1]["metadata"]["name"]
+    finally:
+        e.kubectl("delete", "deployment", "sslweb", "--ignore-not-found", "--wait=true",
+                  timeout=120)
