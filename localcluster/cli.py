@@ -146,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"underlay {c.s.underlay}")
             for name, ns, st in c.status():
                 print(f"  {name:24} {ns:18} {st}")
+            if c.s.cni == "none":  # the network runs as pods (the Helm chart's)
+                print(c.kubectl("get", "pods", "-A", "-o", "wide", "-l",
+                                "app in (ovnkube-db,ovnkube-master,ovs-node,ovnkube-node)",
+                                timeout=20))
             print(c.kubectl("get", "nodes", "-o", "wide", timeout=20))
             return 0 if all(st == "running" for _, _, st in c.status()) else 1
         if a.cmd == "kubeconfig":
@@ -191,8 +195,8 @@ def pass_through(cmd: str, opts: dict[str, str], target: str | None, rest: list[
                 raise UsageError(f"vsctl: give --node NODE (nodes: {', '.join(c.s.all_nodes)})")
             if node not in c.s.all_nodes:
                 raise LookupError(f"no node {node!r}; nodes: {', '.join(c.s.all_nodes)}")
-            db = f"unix:{c.ovs_db_sock(node)}"
-            os.execvp("ovs-vsctl", ["ovs-vsctl", f"--db={db}", *rest])
+            argv = c.vsctl_argv(node, *rest)
+            os.execvp(argv[0], argv)
         kubectl = kube_bin("kubectl")
         os.execv(kubectl, [kubectl, f"--kubeconfig={c.s.kubeconfig}", *rest])
     except UsageError:

@@ -251,12 +251,15 @@ class Cluster:
         """The file the node's mount namespace is pinned on (localcluster.nodefs)."""
         return Path(self.s.dir) / "mntns" / node
 
-    def ovs_db_sock(self, node: str) -> Path:
-        """The node's Open vSwitch database socket: ours, or the one a network
-        installed later (the chart's ovnkube-node) made in the node's /run."""
+    def vsctl_argv(self, node: str, *args: str) -> list[str]:
+        """ovs-vsctl against the node's Open vSwitch: ours, or the one a network
+        installed later runs in the node's own /run (reached from inside the
+        node: a unix socket is not reached through an overlay's upper dir)."""
         if node in self.s.ovs_nodes:
-            return Path(self.s.ovs_nodes[node]) / "db.sock"
-        return nodefs.node_path(self.s.node_dir(node) / "fs", "/run/openvswitch/db.sock")
+            return ["ovs-vsctl", f"--db=unix:{Path(self.s.ovs_nodes[node]) / 'db.sock'}", *args]
+        return [sys.executable, "-m", "localcluster.nsexec", "--mount",
+                str(self.node_mount_ns(node)), self.s.node_netns(node),
+                "ovs-vsctl", "--db=unix:/run/openvswitch/db.sock", *args]
 
     def kubectl(self, *args: str, timeout: float = 60) -> str:
         return run([kube_bin("kubectl"), f"--kubeconfig={self.s.kubeconfig}", *args],
@@ -277,7 +280,7 @@ class Cluster:
                    netns=self.s.netns("cp"))
 
     def vsctl(self, node: str, *args: str) -> str:
-        return run(["ovs-vsctl", f"--db=unix:{self.ovs_db_sock(node)}", *args])
+        return run(self.vsctl_argv(node, *args), env={"PYTHONPATH": str(ROOT)})
 
     def wait_nodes(self, timeout: float, ready: bool = True) -> None:
         """Every node registered and, with `ready`, Ready with a subnet."""

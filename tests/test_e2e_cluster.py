@@ -118,7 +118,9 @@ def test_command_line(local_cluster: E2E) -> None:
         return res.stdout
 
     status = run("status", "--name", name)
-    for part in ("kube-apiserver", "ovnnb_db", "ovnkube-master", "kubelet", "ovn-controller"):
+    network = (("ovnnb_db", "ovnkube-master", "ovn-controller") if e.c.s.cni == "ovn"
+               else ("ovnkube-db", "ovnkube-master", "ovnkube-node", "ovs-node"))  # pods
+    for part in ("kube-apiserver", "kubelet", *network):
         assert part in status
     assert "DEAD" not in status
     kubeconfig = run("kubeconfig", "--name", name).strip()
