@@ -22,7 +22,7 @@ cp "$here/e2e/e2e_test.go" .
 start=$(date +%s)
 go mod tidy >/dev/null 2>&1 || true
 if [ ! -x "$BIN" ]; then
-  echo "building the network e2e suite of Kubernetes $KUBE_VERSION (about 15 minutes the first time)"
+  echo "building the network e2e suite of Kubernetes $KUBE_VERSION (about 5 minutes the first time)"
   go test -c -trimpath -ldflags "-s -w" -o "$BIN" .
   echo "e2e suite built in $(( $(date +%s) - start ))s: $BIN ($(du -h "$BIN" | cut -f1))"
 fi
