@@ -34,14 +34,19 @@ from ovnkube.kubeclient import Obj, ResourceAPI
 log = logging.getLogger(__name__)
 
 
-def _deleting(ds: client.V1DaemonSet) -> bool:
-    return _deleting(ds)
+def _daemonset(api: client.ApiClient, namespace: str, name: str) -> ResourceAPI:
+    """The one DaemonSet, listed and watched by name (RBAC: its resourceName)."""
+    return ResourceAPI(api, f"/apis/apps/v1/namespaces/{namespace}/daemonsets", "DaemonSet",
+                       field_selector=f"metadata.name={name}")
+
+
+def _deleting(obj: Obj) -> bool:
+    return bool(obj.get("metadata", {}).get("deletionTimestamp"))
 
 
 def daemonset_gone(api: client.ApiClient, namespace: str, name: str) -> bool:
     try:
-        ds = client.AppsV1Api(api).read_namespaced_daemon_set(name, namespace,
-                                                              _request_timeout=10)
+        items, _ = _daemonset(api, namespace, name).list(timeout=10)
     except client.ApiException as e:
         if e.status == 404:
             return True
@@ -58,7 +63,7 @@ def daemonset_gone(api: client.ApiClient, namespace: str, name: str) -> bool:
         log.warning("cannot read DaemonSet %s/%s (%s): keeping the node's network",
                     namespace, name, e)
         return False
-    return _deleting(ds)
+    return not items or _deleting(items[0])
 
 
 class DaemonSetWatch:
@@ -89,16 +94,15 @@ class DaemonSetWatch:
             log.exception("giving the node back")
 
     def _run(self) -> None:
-        res = ResourceAPI(self.api, f"/apis/apps/v1/namespaces/{self.namespace}/daemonsets",
-                          "DaemonSet", field_selector=f"metadata.name={self.name}")
+        res = _daemonset(self.api, self.namespace, self.name)
         while not self._stop.is_set():
             try:
                 items, rv = res.list()
-                if not items or _deleting_obj(items[0]):
+                if not items or _deleting(items[0]):
                     self._deleted()
                     return
                 for kind, obj in res.watch(rv, timeout_seconds=120):
-                    if kind == "DELETED" or (kind != "BOOKMARK" and _deleting_obj(obj)):
+                    if kind == "DELETED" or (kind != "BOOKMARK" and _deleting(obj)):
                         self._deleted()
                         return
                     if self._stop.is_set():
@@ -106,10 +110,6 @@ class DaemonSetWatch:
             except Exception as e:  # the apiserver restarts, a 410: list again
                 log.debug("DaemonSet %s/%s watch: %s", self.namespace, self.name, e)
                 self._stop.wait(1)
-
-
-def _deleting_obj(obj: Obj) -> bool:
-    return bool(obj.get("metadata", {}).get("deletionTimestamp"))
 
 
 def give_node_back(cni_files: Sequence[Path], ovs_db: str, bridges: Sequence[str],

@@ -84,14 +84,14 @@ class ResourceAPI:
             raise client.ApiException(status=resp.status, reason=resp.reason, body=body)
         return resp.response
 
-    def list(self) -> tuple[list[Obj], str]:
+    def list(self, timeout: float = 60) -> tuple[list[Obj], str]:
         items: list[Obj] = []
         cont = ""
         while True:
             q: list[tuple[str, Any]] = [("limit", 500)]
             if cont:
                 q.append(("continue", cont))
-            data = json.loads(self._call(q, timeout=60).data)
+            data = json.loads(self._call(q, timeout=timeout).data)
             for it in data.get("items", []):
                 it.setdefault("kind", self.kind)
                 items.append(it)
