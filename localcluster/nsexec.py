@@ -14,26 +14,10 @@ With `--mount FILE` the command also enters the node's own filesystem view
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 
-from localcluster.netns import enter_netns
-
-CLONE_NEWNS = 0x00020000
-
-
-def enter_mountns(path: str) -> None:
-    """setns(2) into the mount namespace pinned at `path` (the process must
-    be single-threaded, as it is before any work starts)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNS) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into the mount namespace {path!r}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
+from localcluster.netns import enter_mountns, enter_netns
 
 
 def main() -> None:
