@@ -15,7 +15,7 @@ from node.cniserver import BRIDGE, CniHandler, CniServer
 from node.conntrack import StaleUdpFlusher
 from node.gateway_flows import GatewayFlows
 from node.healthcheck import HealthChecks
-from node.install import CONFLIST_NAME, install_conflist, install_shim
+from node.install import install_conflist, install_shim, installed_files
 from node.kube import Kube, PodCache
 from node.options import NodeOptions
 from node.ovs import Ovs
@@ -170,7 +170,7 @@ class Agent:
                     part.stop()
             g = self.gateway
             uninstall.give_node_back(
-                [o.cni_conf_dir / CONFLIST_NAME, o.cni_bin_dir / "ovn-k8s-cni-overlay"],
+                installed_files(o.cni_bin_dir, o.cni_conf_dir),
                 # br-int stays in OVS's database with the pods' ports: pods
                 # that outlive a reinstall get their network back with it.
                 o.ovs_db, [GATEWAY_BRIDGE],

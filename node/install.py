@@ -73,6 +73,11 @@ def conflist(socket_path: Path, log_file: str, mtu: int) -> dict[str, Any]:
     }
 
 
+def installed_files(bin_dir: Path, conf_dir: Path) -> list[Path]:
+    """What install_shim and install_conflist put on the node."""
+    return [conf_dir / CONFLIST_NAME, bin_dir / shim.PLUGIN_TYPE]
+
+
 def install_conflist(conf_dir: Path, socket_path: Path, log_file: str, mtu: int) -> Path:
     target = conf_dir / CONFLIST_NAME
     data = json.dumps(conflist(socket_path, log_file, mtu), indent=2).encode() + b"\n"

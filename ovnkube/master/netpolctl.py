@@ -181,22 +181,21 @@ class NetworkPolicyController:
 
     def port_ready(self, key: str) -> None:
         """The pod's logical switch port is committed: it may join port groups."""
-        with self._lock:
-            if key in self._ready:
-                return
-            self._ready.add(key)
-            fact = self._pods.get(key.split("/", 1)[0], {}).get(key)
-            if fact is not None:
-                self._mark_pod(fact)
-                self._kick()
+        self._set_port(key, True)
 
     def port_gone(self, key: str) -> None:
         """The pod's logical switch port is deleted: a new pod of that name
         joins port groups only once its own port is committed."""
+        self._set_port(key, False)
+
+    def _set_port(self, key: str, ready: bool) -> None:
         with self._lock:
-            if key not in self._ready:
+            if (key in self._ready) == ready:
                 return
-            self._ready.discard(key)
+            if ready:
+                self._ready.add(key)
+            else:
+                self._ready.discard(key)
             fact = self._pods.get(key.split("/", 1)[0], {}).get(key)
             if fact is not None:
                 self._mark_pod(fact)
