@@ -19,6 +19,7 @@ state.json by `down` and `status`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -281,6 +282,13 @@ class Cluster:
 
     def vsctl(self, node: str, *args: str) -> str:
         return run(self.vsctl_argv(node, *args), env={"PYTHONPATH": str(ROOT)})
+
+    def node_readiness(self) -> dict[str, bool]:
+        """Each registered node: whether its Ready condition is True."""
+        out = json.loads(self.kubectl("get", "nodes", "-o", "json", timeout=20))
+        return {n["metadata"]["name"]: any(c["type"] == "Ready" and c["status"] == "True"
+                                           for c in n["status"].get("conditions", []))
+                for n in out["items"]}
 
     def wait_nodes(self, timeout: float, ready: bool = True) -> None:
         """Every node registered and, with `ready`, Ready with a subnet."""

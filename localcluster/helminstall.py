@@ -8,7 +8,6 @@ kubeconfig, the values `ovnkube-local helm-values` writes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -54,17 +53,18 @@ def install(c: Cluster, sets: Sequence[str] = (), upgrade: bool = False,
 
 def wait_network(c: Cluster, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
+
+    def rollout(namespace: str, what: str) -> None:
+        left = max(10.0, deadline - time.monotonic())
+        c.kubectl("-n", namespace, "rollout", "status", what, f"--timeout={left:.0f}s",
+                  timeout=left + 10)
     dbs = c.kubectl("-n", NAMESPACE, "get", "deployments", "-l", "app=ovnkube-db", "-o",
                     "name").split()  # ovnkube-db, or ovnkube-db-0.. of a raft cluster
-    for kind in ("daemonset/ovs-node", *dbs, "deployment/ovnkube-master",
+    for what in ("daemonset/ovs-node", *dbs, "deployment/ovnkube-master",
                  "daemonset/ovnkube-node"):
-        left = max(10.0, deadline - time.monotonic())
-        c.kubectl("-n", NAMESPACE, "rollout", "status", kind, f"--timeout={left:.0f}s",
-                  timeout=left + 10)
+        rollout(NAMESPACE, what)
     c.wait_nodes(timeout=max(10.0, deadline - time.monotonic()))
-    left = max(10.0, deadline - time.monotonic())
-    c.kubectl("-n", "kube-system", "rollout", "status", "deployment/coredns",
-              f"--timeout={left:.0f}s", timeout=left + 10)
+    rollout("kube-system", "deployment/coredns")
 
 
 def uninstall(c: Cluster, timeout: float = 300) -> None:
@@ -73,10 +73,7 @@ def uninstall(c: Cluster, timeout: float = 300) -> None:
          timeout=timeout + 10)
     deadline = time.monotonic() + timeout
     while True:
-        out = c.kubectl("get", "nodes", "-o", "json", timeout=20)
-        ready = [n["metadata"]["name"] for n in json.loads(out)["items"]
-                 if any(cd["type"] == "Ready" and cd["status"] == "True"
-                        for cd in n["status"].get("conditions", []))]
+        ready = [n for n, r in c.node_readiness().items() if r]
         if not ready:
             return
         if time.monotonic() > deadline:

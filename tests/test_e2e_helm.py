@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,10 +45,10 @@ def cni_config(e: E2E, node: str) -> list[str]:
     return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
 
 
-def node_ready(e: E2E) -> dict[str, str]:
-    out = json.loads(e.kubectl("get", "nodes", "-o", "json"))
-    return {n["metadata"]["name"]: next(c["status"] for c in n["status"]["conditions"]
-                                        if c["type"] == "Ready") for n in out["items"]}
+def pod_get(e: E2E, pod: dict[str, Any], url: str) -> str:
+    """curl `url` from inside `pod`, as a user would with kubectl exec."""
+    return e.kubectl("exec", pod["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
+                     url).strip()
 
 
 def can_i(e: E2E, account: str, *what: str) -> bool:
@@ -80,7 +81,7 @@ def network_daemons(e: E2E) -> list[str]:
 
 def test_a_bare_cluster_has_no_network(bare: E2E) -> None:
     e = bare
-    assert set(node_ready(e).values()) == {"False"}
+    assert set(e.c.node_readiness().values()) == {False}
     assert all(cni_config(e, n) == [] for n in e.c.s.all_nodes)
     assert network_daemons(e) == []
     out = subprocess.run([sys.executable, "-m", "localcluster.cli", "helm-values",
@@ -94,10 +95,10 @@ def test_a_bare_cluster_has_no_network(bare: E2E) -> None:
 def test_helm_install_brings_the_network_up(bare: E2E) -> None:
     e = bare
     helminstall.install(e.c)
-    assert set(node_ready(e).values()) == {"True"}
+    assert set(e.c.node_readiness().values()) == {True}
     for n in e.c.s.all_nodes:
         assert cni_config(e, n) == ["10-ovn-kubernetes.conflist"]
-    pods = json.loads(e.kubectl("-n", NS, "get", "pods", "-o", "json"))["items"]
+    pods = e.pods("app", NS)  # every pod of the chart has an app label
     by_app: dict[str, set[str]] = {}
     for p in pods:
         by_app.setdefault(p["metadata"]["labels"]["app"], set()).add(p["spec"]["nodeName"])
@@ -125,13 +126,11 @@ def test_pods_and_services_work_on_the_helm_network(bare: E2E) -> None:
         src = pods[0]
         seen = set()
         for _ in range(20):
-            seen.add(e.kubectl("exec", src["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
-                               f"http://{ip}/hostname").strip())
+            seen.add(pod_get(e, src, f"http://{ip}/hostname"))
             if seen == names:
                 break
         assert seen == names
-        got = e.kubectl("exec", src["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
-                        "http://web.default.svc.cluster.local/hostname").strip()
+        got = pod_get(e, src, "http://web.default.svc.cluster.local/hostname")
         assert got in names
     finally:
         e.kubectl("delete", "deployment,service", "web", "--ignore-not-found", "--wait=true",
@@ -164,19 +163,17 @@ def test_upgrade_rolls_the_pods_and_running_pods_keep_their_traffic(bare: E2E) -
     try:
         pods = e.ready_pods("app=steady", 2)
         target = pods[1]["status"]["podIP"]
-        before = {p["metadata"]["name"] for p in json.loads(
-            e.kubectl("-n", NS, "get", "pods", "-l", "app=ovnkube-node", "-o", "json"))["items"]}
+        before = {p["metadata"]["name"] for p in e.pods("app=ovnkube-node", NS)}
         helminstall.install(e.c, ["logLevel=debug", "master.replicas=1"], upgrade=True)
-        after = json.loads(e.kubectl("-n", NS, "get", "pods", "-o", "json"))["items"]
+        after = e.pods("app", NS)  # every pod of the chart has an app label
         agents = [p for p in after if p["metadata"]["labels"]["app"] == "ovnkube-node"]
         assert before.isdisjoint(p["metadata"]["name"] for p in agents)  # rolled
         assert all("--loglevel=debug" in p["spec"]["containers"][-1]["args"] for p in agents)
-        wait_for(lambda: len([p for p in json.loads(e.kubectl(
-            "-n", NS, "get", "pods", "-l", "app=ovnkube-master", "-o", "json"))["items"]
-            if "deletionTimestamp" not in p["metadata"]]) == 1, 120, "one master left")
+        wait_for(lambda: len([p for p in e.pods("app=ovnkube-master", NS)
+                              if "deletionTimestamp" not in p["metadata"]]) == 1, 120,
+                 "one master left")
         # The pods from before the upgrade still reach each other.
-        got = e.kubectl("exec", pods[0]["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
-                        f"http://{target}:8080/hostname").strip()
+        got = pod_get(e, pods[0], f"http://{target}:8080/hostname")
         assert got == pods[1]["metadata"]["name"]
     finally:
         e.kubectl("delete", "deployment", "steady", "--ignore-not-found", "--wait=true",
@@ -186,7 +183,7 @@ def test_upgrade_rolls_the_pods_and_running_pods_keep_their_traffic(bare: E2E) -
 def test_uninstall_gives_the_nodes_back_and_install_again_works(bare: E2E) -> None:
     e = bare
     helminstall.uninstall(e.c)
-    assert set(node_ready(e).values()) == {"False"}
+    assert set(e.c.node_readiness().values()) == {False}
     assert all(cni_config(e, n) == [] for n in e.c.s.all_nodes)
     assert e.kubectl("-n", NS, "get", "pods", "-o", "name").strip() == ""
     for n in e.c.s.all_nodes:
@@ -196,7 +193,7 @@ def test_uninstall_gives_the_nodes_back_and_install_again_works(bare: E2E) -> No
     # No OVS or OVN process is left on any node: every one ran in a pod.
     assert network_daemons(e) == []
     helminstall.install(e.c)
-    assert set(node_ready(e).values()) == {"True"}
+    assert set(e.c.node_readiness().values()) == {True}
     show = e.kubectl("-n", NS, "exec", "deploy/ovnkube-db", "-c", "nb-ovsdb", "--",
                      "ovn-nbctl", "--db=unix:/var/run/ovn/ovnnb_db.sock", "ls-list")
     assert sorted(ln.split()[1].strip("()") for ln in show.splitlines()) == sorted(
@@ -208,17 +205,19 @@ def raft_role(e: E2E, member: int, db: str = "nb") -> str:
                  else ("ovnsb_db.ctl", "OVN_Southbound"))
     out = e.kubectl("-n", NS, "exec", f"deploy/ovnkube-db-{member}", "-c", f"{db}-ovsdb", "--",
                     "ovs-appctl", "-t", f"/var/run/ovn/{ctl}", "cluster/status", name)
-    return next(ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                if ln.startswith("Role:"))
+    # no Role line yet: a member still joining
+    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
+                 if ln.startswith("Role:")), "")
 
 
 def test_raft_databases_lose_their_leader_and_no_pod_loses_its_address(bare: E2E) -> None:
     e = bare
     helminstall.uninstall(e.c)
     helminstall.install(e.c, ["ovn.dbReplicas=3"])
+    # The install waits for each server to serve, not for the raft elections.
     for db in ("nb", "sb"):
-        roles = sorted(raft_role(e, i, db) for i in range(3))
-        assert roles == ["follower", "follower", "leader"], (db, roles)
+        wait_for(lambda db=db: sorted(raft_role(e, i, db) for i in range(3)) == [
+            "follower", "follower", "leader"], 60, f"{db}: one leader, two followers")
     leader = next(i for i in range(3) if raft_role(e, i) == "leader")
     e.apply(netexec_deployment("many", 1))
     try:
@@ -240,8 +239,7 @@ def test_raft_databases_lose_their_leader_and_no_pod_loses_its_address(bare: E2E
         # ... and pods still reach each other across nodes.
         a = pods[0]
         b = next(p for p in pods if p["spec"]["nodeName"] != a["spec"]["nodeName"])
-        got = e.kubectl("exec", a["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
-                        f"http://{b['status']['podIP']}:8080/hostname").strip()
+        got = pod_get(e, a, f"http://{b['status']['podIP']}:8080/hostname")
         assert got == b["metadata"]["name"]
     finally:
         e.kubectl("delete", "deployment", "many", "--ignore-not-found", "--wait=true",
@@ -273,7 +271,7 @@ def test_ssl_databases_with_certificates_from_a_secret(bare: E2E, tmp_path: Path
     e.kubectl("-n", NS, "create", "secret", "generic", "ovn-ssl",
               *(f"--from-file={f}={tmp_path / f}" for f in ("ca.crt", "tls.crt", "tls.key")))
     helminstall.install(e.c, ["ovn.ssl=true"])
-    assert set(node_ready(e).values()) == {"True"}
+    assert set(e.c.node_readiness().values()) == {True}
     nbctl = ["ovn-nbctl", "--timeout=5", f"--db=ssl:{e.c.s.cp_ip}:6641",
              f"--private-key={tmp_path / 'tls.key'}", f"--certificate={tmp_path / 'tls.crt'}",
              f"--ca-cert={tmp_path / 'ca.crt'}", "ls-list"]
@@ -286,8 +284,7 @@ def test_ssl_databases_with_certificates_from_a_secret(bare: E2E, tmp_path: Path
     e.apply(netexec_deployment("sslweb", 2))
     try:
         pods = e.ready_pods("app=sslweb", 2)
-        got = e.kubectl("exec", pods[0]["metadata"]["name"], "--", "curl", "-sS", "-m", "5",
-                        f"http://{pods[1]['status']['podIP']}:8080/hostname").strip()
+        got = pod_get(e, pods[0], f"http://{pods[1]['status']['podIP']}:8080/hostname")
         assert got == pods[1]["metadata"]["name"]
     finally:
         e.kubectl("delete", "deployment", "sslweb", "--ignore-not-found", "--wait=true",
