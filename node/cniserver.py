@@ -52,6 +52,7 @@ from node.ovs import (
     SANDBOX,
     Ovs,
 )
+from ovnkube import names
 from ovnkube.annotations import POD_NETWORKS, AnnotationError, PodNetwork
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class CniHandler:
             log.exception("%s: plumbing failed", req)
             raise CniError(ERR_PLUMBING, f"pod {ns}/{name}: setting up {req.ifname} in "
                            f"{req.netns} failed: {e}") from None
-        ids = {IFACE_ID: f"{ns}_{name}", IFACE_ID_VER: uid, ATTACHED_MAC: net.mac_address,
+        ids = {IFACE_ID: names.pod_port(ns, name), IFACE_ID_VER: uid, ATTACHED_MAC: net.mac_address,
                SANDBOX: req.container_id, IP_ADDRESSES: ",".join(str(a) for a in
                                                                  net.ip_addresses),
                CNI_IFNAME: req.ifname, CNI_NETNS: req.netns}
@@ -330,7 +331,7 @@ class CniHandler:
             if r.get("gw") and (r.get("dst"), r.get("gw")) not in state.routes:
                 problems.append(f"route {r.get('dst')} via {r.get('gw')} missing")
         ports = self.ovs.ports_of_sandbox(req.container_id, req.ifname)
-        iface_id = f"{req.pod_namespace}_{req.pod_name}"
+        iface_id = names.pod_port(req.pod_namespace, req.pod_name)
         if not ports:
             problems.append(f"no OVS port on {BRIDGE} for sandbox {req.container_id}")
         for p in ports:
