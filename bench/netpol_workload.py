@@ -11,8 +11,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ovnkube import names  # noqa: E402
 from ovnkube.annotations import NODE_CHASSIS_ID  # noqa: E402
-from ovnkube.master import names, netpol  # noqa: E402
+from ovnkube.master import netpol  # noqa: E402
 from ovnkube.master.netpol_model import PeerSelector  # noqa: E402
 from ovnkube.master.selectors import Selector  # noqa: E402
 

@@ -19,6 +19,7 @@ from node.install import install_conflist, install_shim, installed_files
 from node.kube import Kube, PodCache
 from node.options import NodeOptions
 from node.ovs import Ovs
+from ovnkube import names
 from ovnkube.annotations import (
     L3_GATEWAY_CONFIG,
     NODE_CHASSIS_ID,
@@ -40,7 +41,6 @@ log = logging.getLogger(__name__)
 
 MGMT_PORT = "ovn-k8s-mp0"
 GATEWAY_BRIDGE = "br-ex"
-PHYSNET = "physnet"
 
 
 @dataclass(frozen=True)
@@ -223,12 +223,12 @@ class Agent:
             "hostname": o.node_name,
         }
         if gateway is not None:
-            ids["ovn-bridge-mappings"] = f"{PHYSNET}:{GATEWAY_BRIDGE}"
+            ids["ovn-bridge-mappings"] = f"{names.PHYSNET}:{GATEWAY_BRIDGE}"
         self.ovs.set_external_ids(ids)
         annotations: dict[str, str | None] = {NODE_CHASSIS_ID: self.chassis_id}
         if gateway is not None:
             annotations[L3_GATEWAY_CONFIG] = L3GatewayConfig(
-                mode="shared", interface_id=f"{GATEWAY_BRIDGE}_{o.node_name}",
+                mode="shared", interface_id=names.localnet_port(GATEWAY_BRIDGE, o.node_name),
                 mac_address=gateway.mac, ip_addresses=tuple(gateway.addresses),
                 next_hops=tuple(gateway.next_hops), bridge_id=GATEWAY_BRIDGE,
             ).to_annotation()
@@ -311,8 +311,8 @@ class Agent:
         addrs: list[IPInterface] = []
         routes: list[tuple[IPNetwork, IPAddress]] = []
         for sn in subnets:
-            gw = sn.network_address + 1
-            addrs.append(ipaddress.ip_interface(f"{sn.network_address + 2}/{sn.prefixlen}"))
+            gw = names.node_gateway_ip(sn)
+            addrs.append(ipaddress.ip_interface(f"{names.node_mgmt_ip(sn)}/{sn.prefixlen}"))
             for cs in o.common.cluster_subnets:
                 if cs.cidr.version == sn.version:
                     routes.append((cs.cidr, gw))
@@ -323,7 +323,7 @@ class Agent:
                 routes.append((ipaddress.ip_network(f"{HAIRPIN_MASQUERADE_IP}/32"), gw))
         mac = mac_from_ip(addrs[0].ip)
         self.ovs.add_port(BRIDGE, MGMT_PORT, iface_type="internal",
-                          external_ids={"iface-id": f"k8s-{o.node_name}"}, mac=mac)
+                          external_ids={"iface-id": names.mgmt_port(o.node_name)}, mac=mac)
         netlink.wait_link(MGMT_PORT, 30)
         if self.netdev:
             netlink.tx_checksum_off(MGMT_PORT)

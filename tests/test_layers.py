@@ -57,7 +57,7 @@ def test_the_rules_see_imports(tmp_path: Path) -> None:
     # and a node module reaching into the master is refused.
     f = tmp_path / "agent.py"
     f.write_text("import json\nfrom ovnkube.config import Config\n"
-                 "def f():\n    from ovnkube.master import names\n    import localcluster.kube\n")
+                 "def f():\n    from ovnkube.master import netpol\n    import localcluster.kube\n")
     found = imports_of(f)
     assert found == {"ovnkube.config", "ovnkube.master", "localcluster.kube"}
     assert [m for m in sorted(found) if not RULES["node"](m)] == [

@@ -12,6 +12,7 @@ import ipaddress
 import threading
 from collections.abc import Iterable
 
+from ovnkube import names
 from ovnkube.annotations import IPAddress, IPNetwork
 from ovnkube.config import ClusterSubnet
 
@@ -138,18 +139,8 @@ class IPPool:
             return dict(self._by_owner)
 
 
-def node_gateway_ip(subnet: IPNetwork) -> IPAddress:
-    """.1 of a node subnet: the cluster router's port."""
-    return subnet.network_address + 1
-
-
-def node_mgmt_ip(subnet: IPNetwork) -> IPAddress:
-    """.2 of a node subnet: the management port."""
-    return subnet.network_address + 2
-
-
 def pod_pool(subnet: IPNetwork) -> IPPool:
-    return IPPool(subnet, [node_gateway_ip(subnet), node_mgmt_ip(subnet)])
+    return IPPool(subnet, [names.node_gateway_ip(subnet), names.node_mgmt_ip(subnet)])
 
 
 def join_pool(join_subnet: IPNetwork) -> IPPool:

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from northd_sync.rows import ACL, AddressSet, PortGroup, Row
+from ovnkube import names
 from ovnkube.config import HAIRPIN_MASQUERADE_IP
-from ovnkube.master import names
 from ovnkube.master.netpol_model import AclLogging, PeerSelector, PodFact, Policy, PortSpec, Rule
 
 NAMESPACE_OWNER = "NetpolNamespace"

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovnkube.master import names
+from ovnkube import names
 from ovnkube.master.selectors import Selector, SelectorError
 
 Obj = dict[str, Any]

@@ -19,6 +19,7 @@ from kubernetes import client
 
 from northd_sync import ApplyResult
 from northd_sync.rows import Row
+from ovnkube import names
 from ovnkube.annotations import POD_NETWORKS, AnnotationError, PodNetwork, mac_from_ip
 from ovnkube.kubeclient import (
     Obj,
@@ -29,7 +30,7 @@ from ovnkube.kubeclient import (
     split_key,
 )
 from ovnkube.master import topology
-from ovnkube.master.allocators import AllocationError, IPPool, node_gateway_ip
+from ovnkube.master.allocators import AllocationError, IPPool
 from ovnkube.workqueue import RetryLater
 
 if TYPE_CHECKING:
@@ -181,7 +182,7 @@ class PodController:
         net = PodNetwork(
             ip_addresses=(ipaddress.ip_interface(f"{ip}/{subnet.prefixlen}"),),
             mac_address=mac_from_ip(ip),
-            gateway_ips=(node_gateway_ip(subnet),))
+            gateway_ips=(names.node_gateway_ip(subnet),))
         ns, name = split_key(key)
         try:
             patch_annotations(self.m.api, pod_path(ns, name),

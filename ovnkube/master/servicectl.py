@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 from northd_sync.errors import MissingReferenceError
 from northd_sync.rows import Row
+from ovnkube import names
 from ovnkube.annotations import NODE_CHASSIS_ID, NODE_SUBNETS, AnnotationError, parse_node_subnets
 from ovnkube.kubeclient import Obj, get_annotations, key_of, slice_service
 from ovnkube.master import topology
-from ovnkube.master.allocators import node_mgmt_ip
 from ovnkube.master.nodes import gateway_config
 from ovnkube.master.services import service_rows, wants_lbs
 from ovnkube.workqueue import RetryLater
@@ -102,7 +102,7 @@ class ServiceController:
             node = self.m.nodes.get(name)
             raw = get_annotations(node).get(NODE_SUBNETS) if node else None
             try:
-                out[name] = [str(node_mgmt_ip(sn)) for sn in parse_node_subnets(raw)] \
+                out[name] = [str(names.node_mgmt_ip(sn)) for sn in parse_node_subnets(raw)] \
                     if raw else []
             except AnnotationError:
                 out[name] = []

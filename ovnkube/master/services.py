@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from northd_sync.rows import LoadBalancer, Row
+from ovnkube import names
 from ovnkube.config import GR_MASQUERADE_IP, HAIRPIN_MASQUERADE_IP
-from ovnkube.master import names
 
 Obj = dict[str, Any]
 PROTOCOLS = ("TCP", "UDP", "SCTP")

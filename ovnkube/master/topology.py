@@ -32,10 +32,9 @@ from northd_sync.rows import (
     Owner,
     Row,
 )
+from ovnkube import names
 from ovnkube.annotations import IPInterface, IPNetwork, L3GatewayConfig, PodNetwork, mac_from_ip
 from ovnkube.config import GR_MASQUERADE_IP, GR_SNAT_PORTS, HOST_MASQUERADE_IP, Config
-from ovnkube.master import names
-from ovnkube.master.allocators import node_gateway_ip, node_mgmt_ip
 
 CLUSTER_OWNER_TYPE = "Cluster"
 GR_SNAT_PORT_RANGE = "{}-{}".format(*GR_SNAT_PORTS)
@@ -79,8 +78,8 @@ def node_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterface
               mgmt_mac: str | None = None) -> list[Row]:
     """A node's switch, its router port, its management port and, when the
     node has reported its chassis and gateway, its gateway router."""
-    gw_ip = node_gateway_ip(subnet)
-    mgmt_ip = node_mgmt_ip(subnet)
+    gw_ip = names.node_gateway_ip(subnet)
+    mgmt_ip = names.node_mgmt_ip(subnet)
     mgmt_mac = mgmt_mac or mac_from_ip(mgmt_ip)
     rtos = names.router_to_switch(node)
     rows: list[Row] = [
@@ -164,7 +163,7 @@ def gateway_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterf
     # Pods reach their own node's addresses (hostNetwork pods, the Services
     # they back, an apiserver on the node) through the management port: the
     # gateway router owns those addresses too and would answer itself.
-    mgmt_ip = node_mgmt_ip(subnet)
+    mgmt_ip = names.node_mgmt_ip(subnet)
     for addr in gw.ip_addresses:
         if addr.version == mgmt_ip.version:
             rows.append(LogicalRouterPolicy(
