@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ovnkube.annotations import IPAddress
-from ovnkube.config import Config, ConfigError, check_remote, from_args
+from ovnkube.config import Config, ConfigError, check_remote, env_default, from_args
 
 DEFAULT_OVS_DB = "unix:/var/run/openvswitch/db.sock"
 DEFAULT_CNI_SOCKET = "/var/run/ovn-kubernetes/cni/ovn-cni-server.sock"
@@ -23,41 +22,37 @@ DEFAULT_CNI_LOG_FILE = "/var/log/ovn-kubernetes/ovn-k8s-cni-overlay.log"
 DATAPATH_TYPES = ("system", "netdev")
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get("OVNKUBE_" + name.upper().replace("-", "_"), default)
-
-
 def add_node_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encap-ip", default=_env("encap-ip", ""),
+    p.add_argument("--encap-ip", default=env_default("encap-ip", ""),
                    help="Geneve tunnel endpoint IP (default: the gateway interface's IP)")
-    p.add_argument("--datapath-type", default=_env("datapath-type", "system"),
+    p.add_argument("--datapath-type", default=env_default("datapath-type", "system"),
                    help="OVS datapath of br-int and br-ex: system or netdev")
-    p.add_argument("--ovs-db", default=_env("ovs-db", DEFAULT_OVS_DB),
+    p.add_argument("--ovs-db", default=env_default("ovs-db", DEFAULT_OVS_DB),
                    help="local Open_vSwitch DB remote (unix:PATH or tcp:IP:PORT)")
-    p.add_argument("--ovs-rundir", default=_env("ovs-rundir", ""),
+    p.add_argument("--ovs-rundir", default=env_default("ovs-rundir", ""),
                    help="OVS run dir (for ovs-vswitchd's control socket); informational")
-    p.add_argument("--system-id", default=_env("system-id", ""),
+    p.add_argument("--system-id", default=env_default("system-id", ""),
                    help="OVN chassis name (default: the existing system-id, else the node name)")
-    p.add_argument("--cni-bin-dir", default=_env("cni-bin-dir", DEFAULT_CNI_BIN_DIR))
-    p.add_argument("--cni-conf-dir", default=_env("cni-conf-dir", DEFAULT_CNI_CONF_DIR))
-    p.add_argument("--cni-socket", default=_env("cni-socket", DEFAULT_CNI_SOCKET))
-    p.add_argument("--cni-log-file", default=_env("cni-log-file", DEFAULT_CNI_LOG_FILE))
-    p.add_argument("--cni-python", default=_env("cni-python", ""),
+    p.add_argument("--cni-bin-dir", default=env_default("cni-bin-dir", DEFAULT_CNI_BIN_DIR))
+    p.add_argument("--cni-conf-dir", default=env_default("cni-conf-dir", DEFAULT_CNI_CONF_DIR))
+    p.add_argument("--cni-socket", default=env_default("cni-socket", DEFAULT_CNI_SOCKET))
+    p.add_argument("--cni-log-file", default=env_default("cni-log-file", DEFAULT_CNI_LOG_FILE))
+    p.add_argument("--cni-python", default=env_default("cni-python", ""),
                    help="python3 the installed shim runs with (default: this interpreter's "
                         "base python)")
-    p.add_argument("--gateway-interface", default=_env("gateway-interface", ""),
+    p.add_argument("--gateway-interface", default=env_default("gateway-interface", ""),
                    help="uplink moved into br-ex with the node IP (shared gateway); "
                         "empty: no gateway bridge")
-    p.add_argument("--gateway-nexthop", default=_env("gateway-nexthop", ""),
+    p.add_argument("--gateway-nexthop", default=env_default("gateway-nexthop", ""),
                    help="next hop for the gateway router (default: the uplink's default route)")
-    p.add_argument("--pod-annotation-timeout", default=_env("pod-annotation-timeout", "120"),
+    p.add_argument("--pod-annotation-timeout", default=env_default("pod-annotation-timeout", "120"),
                    help="seconds an ADD waits for k8s.ovn.org/pod-networks")
-    p.add_argument("--ovn-installed-timeout", default=_env("ovn-installed-timeout", "120"),
+    p.add_argument("--ovn-installed-timeout", default=env_default("ovn-installed-timeout", "120"),
                    help="seconds an ADD waits for ovn-controller to set ovn-installed")
-    p.add_argument("--node-subnet-timeout", default=_env("node-subnet-timeout", "300"),
+    p.add_argument("--node-subnet-timeout", default=env_default("node-subnet-timeout", "300"),
                    help="seconds to wait for the master's k8s.ovn.org/node-subnets")
     p.add_argument("--uninstall-with-daemonset",
-                   default=_env("uninstall-with-daemonset", ""),
+                   default=env_default("uninstall-with-daemonset", ""),
                    help="NAMESPACE/NAME of the agent's DaemonSet: exiting after it was "
                         "deleted, undo the node's set-up (CNI config, gateway, bridges)")
 

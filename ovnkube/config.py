@@ -125,26 +125,28 @@ class Config:
         return self
 
 
-def _env(name: str, default: str) -> str:
+def env_default(name: str, default: str) -> str:
+    """A flag's default from the environment: OVNKUBE_ + the flag name in upper
+    case with underscores (shared by master and node flags)."""
     return os.environ.get("OVNKUBE_" + name.upper().replace("-", "_"), default)
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cluster-subnets", default=_env("cluster-subnets", "10.244.0.0/16/24"),
+    p.add_argument("--cluster-subnets", default=env_default("cluster-subnets", "10.244.0.0/16/24"),
                    help="comma-separated CIDR[/hostPrefix] (default 10.244.0.0/16/24)")
-    p.add_argument("--k8s-service-cidr", default=_env("k8s-service-cidr", "10.96.0.0/16"))
-    p.add_argument("--join-subnet", default=_env("join-subnet", "100.64.0.0/16"))
-    p.add_argument("--mtu", default=_env("mtu", "1400"))
-    p.add_argument("--nb-address", default=_env("nb-address", ""),
+    p.add_argument("--k8s-service-cidr", default=env_default("k8s-service-cidr", "10.96.0.0/16"))
+    p.add_argument("--join-subnet", default=env_default("join-subnet", "100.64.0.0/16"))
+    p.add_argument("--mtu", default=env_default("mtu", "1400"))
+    p.add_argument("--nb-address", default=env_default("nb-address", ""),
                    help="OVN NB remote(s): unix:PATH, tcp:IP:PORT, ssl:IP:PORT")
-    p.add_argument("--sb-address", default=_env("sb-address", ""))
-    p.add_argument("--nb-client-privkey", default=_env("nb-client-privkey", ""))
-    p.add_argument("--nb-client-cert", default=_env("nb-client-cert", ""))
-    p.add_argument("--nb-client-cacert", default=_env("nb-client-cacert", ""))
-    p.add_argument("--k8s-kubeconfig", default=_env("k8s-kubeconfig", ""),
+    p.add_argument("--sb-address", default=env_default("sb-address", ""))
+    p.add_argument("--nb-client-privkey", default=env_default("nb-client-privkey", ""))
+    p.add_argument("--nb-client-cert", default=env_default("nb-client-cert", ""))
+    p.add_argument("--nb-client-cacert", default=env_default("nb-client-cacert", ""))
+    p.add_argument("--k8s-kubeconfig", default=env_default("k8s-kubeconfig", ""),
                    help="kubeconfig path; empty: in-cluster config")
-    p.add_argument("--node-name", default=_env("node-name", os.environ.get("NODE_NAME", "")))
-    p.add_argument("-v", "--loglevel", default=_env("loglevel", "info"))
+    p.add_argument("--node-name", default=env_default("node-name", os.environ.get("NODE_NAME", "")))
+    p.add_argument("-v", "--loglevel", default=env_default("loglevel", "info"))
 
 
 def from_args(a: argparse.Namespace) -> Config:
