@@ -26,8 +26,12 @@ if TYPE_CHECKING:  # typing costs start-up time; only the type checker needs it
 
 PLUGIN_TYPE = "ovn-k8s-cni-overlay"
 SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+# The node's default paths, defined here once for the agent's flags and the
+# test bed too (this file must stay self-contained, so it cannot import them).
 DEFAULT_SOCKET = "/var/run/ovn-kubernetes/cni/ovn-cni-server.sock"
 DEFAULT_LOG_FILE = "/var/log/ovn-kubernetes/ovn-k8s-cni-overlay.log"
+DEFAULT_BIN_DIR = "/opt/cni/bin"
+DEFAULT_CONF_DIR = "/etc/cni/net.d"
 COMMANDS = ("ADD", "DEL", "CHECK", "VERSION", "STATUS", "GC")
 # How long the shim waits for the server's answer (the server has its own,
 # shorter, timeouts for the pod annotation and ovn-installed).

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from cni import shim
 from localcluster import dns, nodefs, realkubelet
 from localcluster import netns as nets
 from localcluster.cri.cleanup import created_mountpoints, kill_containers, remove_mountpoints
@@ -207,7 +208,7 @@ class Cluster:
                 self._record(dm)
             cni_bin, cni_conf = d / "cni" / "bin", d / "cni" / "net.d"
         else:  # where a plugin's installer writes them on a real node
-            cni_bin, cni_conf = Path("/opt/cni/bin"), Path("/etc/cni/net.d")
+            cni_bin, cni_conf = Path(shim.DEFAULT_BIN_DIR), Path(shim.DEFAULT_CONF_DIR)
         save_kernel_tunables()
         # The kubelet, runtime and pods see the node's own /etc, /opt, /var, /run.
         mount_ns = nodefs.create(self.node_mount_ns(node).parent, node, d / "fs")

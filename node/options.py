@@ -11,14 +11,11 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from cni import shim
 from ovnkube.annotations import IPAddress
 from ovnkube.config import Config, ConfigError, check_remote, env_default, from_args
 
 DEFAULT_OVS_DB = "unix:/var/run/openvswitch/db.sock"
-DEFAULT_CNI_SOCKET = "/var/run/ovn-kubernetes/cni/ovn-cni-server.sock"
-DEFAULT_CNI_BIN_DIR = "/opt/cni/bin"
-DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
-DEFAULT_CNI_LOG_FILE = "/var/log/ovn-kubernetes/ovn-k8s-cni-overlay.log"
 DATAPATH_TYPES = ("system", "netdev")
 
 
@@ -33,10 +30,10 @@ def add_node_args(p: argparse.ArgumentParser) -> None:
                    help="OVS run dir (for ovs-vswitchd's control socket); informational")
     p.add_argument("--system-id", default=env_default("system-id", ""),
                    help="OVN chassis name (default: the existing system-id, else the node name)")
-    p.add_argument("--cni-bin-dir", default=env_default("cni-bin-dir", DEFAULT_CNI_BIN_DIR))
-    p.add_argument("--cni-conf-dir", default=env_default("cni-conf-dir", DEFAULT_CNI_CONF_DIR))
-    p.add_argument("--cni-socket", default=env_default("cni-socket", DEFAULT_CNI_SOCKET))
-    p.add_argument("--cni-log-file", default=env_default("cni-log-file", DEFAULT_CNI_LOG_FILE))
+    p.add_argument("--cni-bin-dir", default=env_default("cni-bin-dir", shim.DEFAULT_BIN_DIR))
+    p.add_argument("--cni-conf-dir", default=env_default("cni-conf-dir", shim.DEFAULT_CONF_DIR))
+    p.add_argument("--cni-socket", default=env_default("cni-socket", shim.DEFAULT_SOCKET))
+    p.add_argument("--cni-log-file", default=env_default("cni-log-file", shim.DEFAULT_LOG_FILE))
     p.add_argument("--cni-python", default=env_default("cni-python", ""),
                    help="python3 the installed shim runs with (default: this interpreter's "
                         "base python)")

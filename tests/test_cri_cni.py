@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from localcluster.cri.cni import (
-    CniError,
     CniRuntime,
     NoNetworkConfig,
+    PluginError,
     load_network,
     result_ips,
 )
@@ -101,18 +101,18 @@ def test_plugin_errors(tmp_path: Path) -> None:
         {"name": "n", "cniVersion": "1.1.0", "plugins": [{"type": "p", "log": log,
                                                            "fail": "no IPs left"}]}))
     rt = CniRuntime([bins])
-    with pytest.raises(CniError) as e:
+    with pytest.raises(PluginError) as e:
         rt.add(load_network(tmp_path), {})
     assert (e.value.code, e.value.msg, e.value.details, e.value.plugin) == \
         (11, "no IPs left", "d", "p")
     (tmp_path / "a.conflist").write_text(json.dumps(
         {"name": "n", "cniVersion": "1.1.0", "plugins": [{"type": "p", "log": log,
                                                            "garbage": True}]}))
-    with pytest.raises(CniError, match="plugin crashed"):
+    with pytest.raises(PluginError, match="plugin crashed"):
         rt.add(load_network(tmp_path), {})
     (tmp_path / "a.conflist").write_text(json.dumps(
         {"name": "n", "cniVersion": "1.1.0", "plugins": [{"type": "absent"}]}))
-    with pytest.raises(CniError, match='failed to find plugin "absent"'):
+    with pytest.raises(PluginError, match='failed to find plugin "absent"'):
         rt.add(load_network(tmp_path), {})
 
 

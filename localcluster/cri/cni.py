@@ -16,20 +16,21 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from cni.shim import CniError
+
 log = logging.getLogger(__name__)
 
 CONF_EXTENSIONS = (".conf", ".conflist", ".json")
 DEFAULT_TIMEOUT = 240.0  # the CRI's sandbox creation deadline is 4 minutes
 
 
-class CniError(Exception):
-    """A plugin failed: its CNI error (code, msg, details) or what went wrong."""
+class PluginError(CniError):
+    """A plugin failed: the CNI error it printed, or what went wrong running it.
+    Unlike the shim's CniError it names the plugin, and its code is 0 when the
+    failure is the runtime's own (no plugin error to report), hence msg first."""
 
     def __init__(self, msg: str, code: int = 0, details: str = "", plugin: str = "") -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.code = code
-        self.details = details
+        super().__init__(code, msg, details)
         self.plugin = plugin
 
 
@@ -110,7 +111,7 @@ class CniRuntime:
             p = d / plugin_type
             if os.access(p, os.X_OK) and p.is_file():
                 return p
-        raise CniError(f"failed to find plugin \"{plugin_type}\" in path "
+        raise PluginError(f"failed to find plugin \"{plugin_type}\" in path "
                        f"[{' '.join(str(d) for d in self.bin_dirs)}]", plugin=plugin_type)
 
     def kill_running(self) -> None:
@@ -140,7 +141,7 @@ class CniRuntime:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-                raise CniError(f"plugin timed out after {self.timeout:.0f}s",
+                raise PluginError(f"plugin timed out after {self.timeout:.0f}s",
                                plugin=plugin_type) from None
         finally:
             with self._lock:
@@ -150,11 +151,11 @@ class CniRuntime:
         if proc.returncode != 0:
             try:
                 e = json.loads(out)
-                raise CniError(str(e.get("msg", "")), int(e.get("code", 0)),
+                raise PluginError(str(e.get("msg", "")), int(e.get("code", 0)),
                                str(e.get("details", "")), plugin_type)
             except (ValueError, AttributeError):
                 text = (err or out).decode(errors="replace").strip()
-                raise CniError(f"netplugin failed: {text!r}" if text
+                raise PluginError(f"netplugin failed: {text!r}" if text
                                else f"netplugin failed with no error message: exit status "
                                     f"{proc.returncode}", plugin=plugin_type) from None
         if not out.strip():
@@ -162,7 +163,7 @@ class CniRuntime:
         try:
             result = json.loads(out)
         except ValueError:
-            raise CniError(f"plugin printed a result that is not JSON: {out[:200]!r}",
+            raise PluginError(f"plugin printed a result that is not JSON: {out[:200]!r}",
                            plugin=plugin_type) from None
         return result if isinstance(result, dict) else None
 
@@ -188,7 +189,7 @@ class CniRuntime:
             conf = self._plugin_conf(net, plugin, prev, runtime_config or {})
             res = self.exec_plugin(plugin["type"], {**env, "CNI_COMMAND": "ADD"}, conf)
             if res is None:
-                raise CniError("plugin returned no result on ADD", plugin=plugin["type"])
+                raise PluginError("plugin returned no result on ADD", plugin=plugin["type"])
             prev = res
         assert prev is not None
         return prev

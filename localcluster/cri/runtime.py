@@ -32,10 +32,10 @@ import grpc
 from localcluster.cri import hostports
 from localcluster.cri.cleanup import remember_mountpoints
 from localcluster.cri.cni import (
-    CniError,
     CniNetwork,
     CniRuntime,
     NoNetworkConfig,
+    PluginError,
     cni_args,
     load_network,
     result_ips,
@@ -164,11 +164,11 @@ class RuntimeService(pbg.RuntimeServiceServicer):
             result = self.cni.add(net, env, sb.cni_runtime_config)
             ips = result_ips(result, "eth0")
             if not ips:
-                raise CniError(f"the CNI result has no IP for eth0: {json.dumps(result)[:300]}")
-        except (CniError, OSError) as e:
-            plugin = e.plugin if isinstance(e, CniError) else ""
-            msg = e.msg if isinstance(e, CniError) else str(e)
-            with contextlib.suppress(CniError, OSError):
+                raise PluginError(f"the CNI result has no IP for eth0: {json.dumps(result)[:300]}")
+        except (PluginError, OSError) as e:
+            plugin = e.plugin if isinstance(e, PluginError) else ""
+            msg = e.msg if isinstance(e, PluginError) else str(e)
+            with contextlib.suppress(PluginError, OSError):
                 self.cni.delete(net, env, None, sb.cni_runtime_config)
             self._remove_netns(sb)
             self.store.forget(sb)
@@ -202,7 +202,7 @@ class RuntimeService(pbg.RuntimeServiceServicer):
             try:
                 self.cni.delete(CniNetwork.from_json(sb.network), self._cni_env(sb),
                                 sb.cni_result, sb.cni_runtime_config)
-            except CniError as e:
+            except PluginError as e:
                 context.abort(grpc.StatusCode.UNKNOWN, f'failed to destroy network for '
                               f'sandbox "{sb.id}": plugin type="{e.plugin}" failed (delete): '
                               f'{e.msg}')
