@@ -28,6 +28,7 @@ from cni.shim import (
     ERR_DECODE,
     ERR_INTERNAL,
     ERR_INVALID_CONFIG,
+    ERR_LIMITED_CONNECTIVITY,
     ERR_NOT_AVAILABLE,
     ERR_OVN_INSTALLED_TIMEOUT,
     ERR_PLUMBING,
@@ -373,6 +374,13 @@ class CniHandler:
 
 # --- HTTP ---------------------------------------------------------------------
 
+# The HTTP status of a CNI error (the shim relays the CNI error either way):
+# the spec's codes 1-7 (below 10) mean the caller's request is wrong; try again
+# and not available mean come back later; the rest are ours.
+_FIRST_NON_CALLER_CODE = 10
+_UNAVAILABLE_CODES = (ERR_TRY_AGAIN, ERR_NOT_AVAILABLE, ERR_LIMITED_CONNECTIVITY)
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     request_queue_size = 256
@@ -419,7 +427,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self._send(200, result, {"X-CNI-Timings": timings.header()})
         except CniError as e:
             log.warning("%s: CNI error %d: %s", req or "request", e.code, e.msg)
-            status = 400 if e.code < 10 else 503 if e.code in (11, 50, 51) else 500
+            status = (400 if e.code < _FIRST_NON_CALLER_CODE else
+                      503 if e.code in _UNAVAILABLE_CODES else 500)
             self._send(status, e.to_json(req.version if req else "1.1.0"), {})
         except Exception as e:
             log.exception("%s: internal error", req or "request")
