@@ -24,6 +24,7 @@ import ovs.db.types
 from ovs.db.idl import Row as OvsRow
 
 from northd_sync.diff import DEFAULTS, Pending
+from northd_sync.ovs_private import row_data, row_table_name, row_to_uuid
 from northd_sync.rows import (
     ID_KEY,
     OWNER_KEY,
@@ -114,10 +115,10 @@ class IdlView:
     # -- index maintenance --
     def _ids(self, table: str, row: OvsRow) -> tuple[str, str, str] | None:
         if not self._ext[table]:
-            name = _scalar(row._data["name"])
+            name = _scalar(row_data(row)["name"])
             o = self._registry.get((table, name))
             return (o[0], o[1], name) if o else None
-        d = row._data["external_ids"]
+        d = row_data(row)["external_ids"]
         if len(d.values) < 3:
             return None
         ext = _strmap(d)
@@ -128,7 +129,7 @@ class IdlView:
 
     def _index(self, table: str, row: OvsRow) -> None:
         u = row.uuid
-        name = _scalar(row._data["name"]) if table in NAMED_TABLES else None
+        name = _scalar(row_data(row)["name"]) if table in NAMED_TABLES else None
         ids = self._ids(table, row)
         self._info[u] = (table, name, ids)
         if name is not None:
@@ -193,7 +194,7 @@ class IdlView:
     def _load_registry(self, row: OvsRow | None) -> None:
         reg: dict[tuple[str, str], tuple[str, str]] = {}
         if row is not None:
-            for k, v in _strmap(row._data["external_ids"]).items():
+            for k, v in _strmap(row_data(row)["external_ids"]).items():
                 if not k.startswith(REGISTRY_PREFIX):
                     continue
                 table, _, name = k[len(REGISTRY_PREFIX):].partition("/")
@@ -215,7 +216,7 @@ class IdlView:
                 self._index(table, r)
 
     def on_change(self, event: str, row: OvsRow, updates: OvsRow | None) -> None:
-        table = row._table.name
+        table = row_table_name(row)
         if table == NB_GLOBAL:
             self._load_registry(None if event == ovs.db.idl.ROW_DELETE else row)
             return
@@ -231,15 +232,15 @@ class IdlView:
             self._unindex(u)
             self._index(table, row)
             for col in PARENT_COLUMNS.get(table, ()):
-                self._set_children(table, col, u, _uuids(row._data[col]))
+                self._set_children(table, col, u, _uuids(row_data(row)[col]))
             return
-        changed = updates._data if updates is not None else None
+        changed = row_data(updates) if updates is not None else None
         if changed is None or "name" in changed or "external_ids" in changed:
             self._unindex(u)
             self._index(table, row)
         for col in PARENT_COLUMNS.get(table, ()):
             if changed is None or col in changed:
-                self._set_children(table, col, u, _uuids(row._data[col]))
+                self._set_children(table, col, u, _uuids(row_data(row)[col]))
 
     # -- View protocol --
     def owned(self, owner: Owner) -> Mapping[tuple[str, str], Sequence[UUID]]:
@@ -263,13 +264,13 @@ class IdlView:
         return info[1] if info else None
 
     def values(self, table: str, uuid: UUID, columns: Sequence[Column]) -> dict[str, Any]:
-        data = self.tables[table].rows[uuid]._data
+        data = row_data(self.tables[table].rows[uuid])
         present = self._present[table]
         out: dict[str, Any] = {}
         for c in columns:
             d = data.get(c.name)
             if d is None:
-                # python-ovs leaves columns at their default out of _data
+                # python-ovs leaves columns at their default out of row_data
                 out[c.name] = DEFAULTS[c.kind] if c.name in present else None
                 continue
             k = c.kind
@@ -283,7 +284,7 @@ class IdlView:
                 for a in d.values:
                     b = bands.get(a.value)
                     if b is not None:
-                        bd = b._data
+                        bd = row_data(b)
                         vals.add((_scalar(bd["action"]), _scalar(bd["rate"]),
                                   _scalar(bd["burst_size"])))
                 out[c.name] = frozenset(vals)
@@ -368,6 +369,6 @@ def encode_value(col: Any, kind: Kind, value: Any) -> Any:
         raise ValueError("expected an integer, got a boolean")
     try:
         return ovs.db.data.Datum.from_python(col.type, to_python(kind, value),
-                                             ovs.db.idl._row_to_uuid)
+                                             row_to_uuid)
     except ovs.db.error.Error as e:
         raise ValueError(str(e)) from None

@@ -17,6 +17,7 @@ from ovs.db.idl import Row as OvsRow
 
 from northd_sync.cache import METER_BAND, NB_GLOBAL, encode_value, registry_key
 from northd_sync.diff import Link, OwnerPlan, Pending, column_kinds
+from northd_sync.ovs_private import row_data, row_to_uuid, write_datum
 from northd_sync.rows import Kind
 
 log = logging.getLogger(__name__)
@@ -27,13 +28,6 @@ _UUID = ovs.db.types.UuidType
 
 class StaleCache(Exception):
     """A row the plan relies on vanished from the cache: re-plan."""
-
-
-def _write(txn: ovs.db.idl.Transaction, row: OvsRow, column: Any, datum: Any) -> None:
-    # Transaction._write is what Row.__setattr__ ends in; the value was already
-    # converted and validated by the planner (Row.__setattr__ would convert it
-    # again and only log, not raise, on a bad value).
-    txn._write(row, column, datum)
 
 
 class Writer:
@@ -101,13 +95,13 @@ class Writer:
             if kinds[cname] is Kind.BANDS:
                 self._bands(row, col, datum)
             else:
-                _write(self.txn, row, col, datum)
+                write_datum(self.txn, row, col, datum)
         for cname, v in values.items():
             if (cname not in encoded and kinds[cname] is Kind.REF_SET
                     and any(isinstance(x, Pending) for x in v)):
                 # a reference set naming rows created by this transaction
                 col = columns[cname]
-                _write(self.txn, row, col, encode_value(col, Kind.REF_SET, v))
+                write_datum(self.txn, row, col, encode_value(col, Kind.REF_SET, v))
 
     def _bands(self, meter: OvsRow, col: Any, bands: frozenset[tuple[str, int, int]]) -> None:
         btable = self.tables[METER_BAND]
@@ -116,11 +110,11 @@ class Writer:
             band = self.txn.insert(btable)
             for cname, v in (("action", a), ("rate", r), ("burst_size", b)):
                 bc = btable.columns[cname]
-                _write(self.txn, band, bc,
-                       ovs.db.data.Datum.from_python(bc.type, v, ovs.db.idl._row_to_uuid))
+                write_datum(self.txn, band, bc,
+                       ovs.db.data.Datum.from_python(bc.type, v, row_to_uuid))
             uuids.append(band.uuid)
-        _write(self.txn, meter, col,
-               ovs.db.data.Datum.from_python(col.type, uuids, ovs.db.idl._row_to_uuid))
+        write_datum(self.txn, meter, col,
+               ovs.db.data.Datum.from_python(col.type, uuids, row_to_uuid))
 
     def _parent(self, table: str, ref: Pending | UUID) -> OvsRow | None:
         if isinstance(ref, Pending):
@@ -176,7 +170,7 @@ def visible(tables: Mapping[str, Any], plans: Sequence[OwnerPlan],
         parent = tables[pt].rows.get(pu)
         if parent is None or child is None:
             return True         # deleted since: nothing to wait for
-        return _Atom(_UUID, child) in parent._data[pc].values
+        return _Atom(_UUID, child) in row_data(parent)[pc].values
 
     for p in plans:
         for i in p.inserts:
@@ -193,7 +187,7 @@ def visible(tables: Mapping[str, Any], plans: Sequence[OwnerPlan],
             if row is None:
                 continue
             for cname, datum in up.encoded.items():
-                if isinstance(datum, ovs.db.data.Datum) and row._data[cname] != datum:
+                if isinstance(datum, ovs.db.data.Datum) and row_data(row)[cname] != datum:
                     return False
             if not all(linked(lk, up.uuid) for lk in up.add_links):
                 return False
