@@ -7,11 +7,9 @@ test runs) side by side never clash, and a sweep can find leftovers.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import ipaddress
 import logging
-import os
 import socket
 import threading
 import time
@@ -19,6 +17,8 @@ from collections.abc import Iterator
 
 from pyroute2 import IPRoute, NetNS, netns
 from pyroute2.netlink.exceptions import NetlinkError
+
+from node.netlink import CLONE_NEWNET, CLONE_NEWNS, setns
 
 log = logging.getLogger(__name__)
 
@@ -40,30 +40,16 @@ def _links(ns: str | None) -> Iterator[IPRoute | NetNS]:
         h.close()
 
 
-CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(path: str, nstype: int, what: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, nstype) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns into {what}: {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 def enter_netns(name: str) -> None:
     """Move the calling thread into network namespace `name` (setns(2)).
     Sockets made afterwards live there; other threads are not affected."""
-    _setns(f"/run/netns/{name}", CLONE_NEWNET, f"network namespace {name!r}")
+    setns(f"/run/netns/{name}", CLONE_NEWNET, f"network namespace {name!r}")
 
 
 def enter_mountns(path: str) -> None:
     """Move the process into the mount namespace pinned at `path` (it must be
     single-threaded); this also moves it to that namespace's root directory."""
-    _setns(path, CLONE_NEWNS, f"the mount namespace {path!r}")
+    setns(path, CLONE_NEWNS, f"the mount namespace {path!r}")
 
 
 def create_netns(name: str) -> str:

@@ -37,7 +37,7 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 NUD_PERMANENT = 0x80
 
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
 SIOCETHTOOL = 0x8946
 ETHTOOL_STXCSUM = 0x17
 T = TypeVar("T")
@@ -49,27 +49,41 @@ class NetnsGone(Exception):
     """The pod's network namespace does not exist (any more)."""
 
 
+class SetnsError(OSError):
+    """setns(2) refused an opened file (e.g. not a namespace of that type);
+    failing to open it raises the plain OSError instead."""
+
+
+def setns(path: str, nstype: int, what: str = "") -> None:
+    """Move the calling thread into the namespace pinned at `path` (setns(2);
+    a mount namespace needs a single-threaded process). The one copy: the
+    test bed (localcluster.netns) uses it too."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc.setns(fd, nstype) != 0:
+            err = ctypes.get_errno()
+            raise SetnsError(err, f"setns into {what or repr(path)}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def in_netns(path: str, fn: Callable[[], T]) -> T:
     """Run fn() inside the network namespace at `path` (in a throwaway thread)."""
     box: dict[str, Any] = {}
 
     def body() -> None:
         try:
-            fd = os.open(path, os.O_RDONLY)
+            setns(path, CLONE_NEWNET)
         except FileNotFoundError:
             box["err"] = NetnsGone(f"network namespace {path!r} does not exist")
+            return
+        except SetnsError as e:
+            box["err"] = NetnsGone(f"{path!r} is not a network namespace: "
+                                   f"{os.strerror(e.errno or 0)}")
             return
         except OSError as e:
             box["err"] = e
             return
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                box["err"] = NetnsGone(f"{path!r} is not a network namespace: "
-                                       f"{os.strerror(err)}")
-                return
-        finally:
-            os.close(fd)
         try:
             box["val"] = fn()
         except BaseException as e:
