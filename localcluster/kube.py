@@ -18,9 +18,13 @@ import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from localcluster import netns as nets
 from localcluster.procs import Daemon, DaemonSet, run
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 log = logging.getLogger(__name__)
 
@@ -224,9 +228,11 @@ class KubeControlPlane:
         return run([kube_bin("kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
                    timeout=timeout)
 
-    def api_client(self):  # type: ignore[no-untyped-def]
-        from kubernetes import config
-        return config.new_client_from_config(str(self.kubeconfig))
+    def api_client(self) -> ApiClient:
+        # Imported here: the kubernetes package is slow to import, and most
+        # users of this module never need a client.
+        from ovnkube.kubeclient import api_client
+        return api_client(str(self.kubeconfig))
 
     def stop(self) -> None:
         self.daemons.stop()

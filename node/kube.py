@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from tenacity import (
     RetryError,
@@ -23,18 +23,11 @@ from tenacity import (
 )
 from urllib3.exceptions import HTTPError
 
-from ovnkube.kubeclient import post_event
+from ovnkube.kubeclient import api_client, post_event
 
 log = logging.getLogger(__name__)
 
 _TRANSIENT = (ApiException, HTTPError, OSError)
-
-
-def api_client(kubeconfig: str) -> client.ApiClient:
-    if kubeconfig:
-        return config.new_client_from_config(kubeconfig)
-    config.load_incluster_config()
-    return client.ApiClient()
 
 
 @dataclass(frozen=True)
