@@ -27,7 +27,7 @@ from tenacity import (
 
 from northd_sync.batching import Item
 from northd_sync.connection import Connection
-from northd_sync.diff import OwnerPlan, Planner
+from northd_sync.diff import OwnerPlan
 from northd_sync.errors import (
     CommitTimeoutError,
     ConflictError,
@@ -40,6 +40,7 @@ from northd_sync.errors import (
 )
 from northd_sync.execute import StaleCache, Writer, visible
 from northd_sync.metrics import Metrics
+from northd_sync.planner import Planner
 from northd_sync.results import ApplyResult
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from prometheus_client import CollectorRegistry
 from northd_sync.batching import Batcher, Item, SyncItem, checked
 from northd_sync.commit import Committer
 from northd_sync.connection import Connection, checked_remotes, use_ssl_files
-from northd_sync.diff import _plain
+from northd_sync.diff import plain
 from northd_sync.errors import (
     CommitTimeoutError,
     NBConnectionError,
@@ -305,7 +305,7 @@ class NorthdSync:
                 missing=[(i.row.TABLE, i.row.key) for i in p.inserts],
                 extra=[(d.table, d.key) for d in p.deletes],
                 changed=[RowChange(u.row.TABLE, u.row.key,
-                                   {c: (_plain(o), _plain(n)) for c, (o, n) in u.changes.items()})
+                                   {c: (plain(o), plain(n)) for c, (o, n) in u.changes.items()})
                          for u in p.updates])
         if report.diffs or report.errors:
             log.info("%s", report)

@@ -34,8 +34,9 @@ from northd_sync import (
     Row,
 )
 from northd_sync.cache import monitored_columns
-from northd_sync.diff import OwnerPlan, Planner
+from northd_sync.diff import OwnerPlan
 from northd_sync.memory import MemoryView
+from northd_sync.planner import Planner
 from northd_sync.rows import ROW_TYPES
 
 NODE = Owner("node", "n1")
