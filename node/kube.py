@@ -9,21 +9,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from tenacity import (
-    RetryError,
-    Retrying,
     before_sleep_log,
     retry,
     retry_if_exception_type,
     stop_after_delay,
-    stop_when_event_set,
     wait_exponential,
 )
 from urllib3.exceptions import HTTPError
 
-from ovnkube.kubeclient import api_client, post_event
+from ovnkube.informer import Informer
+from ovnkube.kubeclient import Obj, ResourceAPI, api_client, post_event
 
 log = logging.getLogger(__name__)
 
@@ -73,87 +71,46 @@ class Kube:
 
 
 class PodCache:
-    """Pods on this node, kept current by one list+watch in a thread."""
+    """Pods on this node, kept current by the shared Informer (one list+watch
+    in a thread; it relists after any failure: 410 Gone, apiserver restart...)."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self.pods: dict[tuple[str, str], PodInfo] = {}
         self.deleted_uids: set[str] = set()
         self.cond = threading.Condition()
-        self.synced = threading.Event()
-        self._stop = threading.Event()
-        self._watch: watch.Watch | None = None
-        self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
+        self.informer = Informer(ResourceAPI(kube.api_client, "/api/v1/pods", "Pod",
+                                             field_selector=f"spec.nodeName={kube.node_name}"))
+        self.informer.add_handler(self._on_event)
+        # Set once the first list has been delivered.
+        self.synced = self.informer.synced
 
     def start(self) -> PodCache:
-        self._thread.start()
+        self.informer.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
-        self._thread.join(5)
-
-    def _selector(self) -> str:
-        return f"spec.nodeName={self.kube.node_name}"
-
-    def _run(self) -> None:
-        # Relist and rewatch after any failure (410 Gone, apiserver restart...).
-        retrying = Retrying(retry=retry_if_exception_type(Exception),
-                            stop=stop_when_event_set(self._stop),
-                            wait=wait_exponential(multiplier=0.2, max=5),
-                            before_sleep=before_sleep_log(log, logging.WARNING))
-        try:
-            for attempt in retrying:
-                with attempt:
-                    self._list_and_watch()
-        except RetryError:
-            pass
-        except Exception:
-            if not self._stop.is_set():
-                log.exception("pod watch ended")
+        self.informer.stop(join=5)
 
     @staticmethod
-    def _info(pod: Any) -> PodInfo:
-        m = pod.metadata
-        return PodInfo(m.namespace, m.name, m.uid, dict(m.annotations or {}))
+    def _info(pod: Obj) -> PodInfo:
+        m = pod["metadata"]
+        return PodInfo(m.get("namespace", ""), m["name"], m.get("uid", ""),
+                       dict(m.get("annotations") or {}))
 
-    def _list(self) -> str:
-        pods: Any = self.kube.core.list_pod_for_all_namespaces(
-            field_selector=self._selector())
+    def _on_event(self, key: str, old: Obj | None, new: Obj | None) -> None:
+        # A pod missing from a relist is delivered as deleted too: a pod never
+        # leaves its node, so it was deleted while the watch was down.
         with self.cond:
-            infos = [self._info(p) for p in pods.items]
-            self.pods = {(i.namespace, i.name): i for i in infos}
+            if new is None:
+                if old is not None:
+                    info = self._info(old)
+                    self.pods.pop((info.namespace, info.name), None)
+                    self.deleted_uids.add(info.uid)
+            else:
+                info = self._info(new)
+                self.pods[(info.namespace, info.name)] = info
             self.cond.notify_all()
-        self.synced.set()
-        return str(pods.metadata.resource_version)
-
-    def _list_and_watch(self) -> None:
-        rv = self._list()
-        while not self._stop.is_set():
-            self._watch = watch.Watch()
-            for ev in self._watch.stream(self.kube.core.list_pod_for_all_namespaces,
-                                         field_selector=self._selector(),
-                                         resource_version=rv, timeout_seconds=300,
-                                         allow_watch_bookmarks=True):
-                obj = ev["object"]
-                kind = ev["type"]
-                if kind == "ERROR":
-                    raise RuntimeError(f"watch error: {obj}")
-                rv = obj.metadata.resource_version
-                if kind == "BOOKMARK":
-                    continue
-                info = self._info(obj)
-                with self.cond:
-                    if kind == "DELETED":
-                        self.pods.pop((info.namespace, info.name), None)
-                        self.deleted_uids.add(info.uid)
-                    else:
-                        self.pods[(info.namespace, info.name)] = info
-                    self.cond.notify_all()
-                if self._stop.is_set():
-                    return
 
     def get(self, namespace: str, name: str) -> PodInfo | None:
         with self.cond:

@@ -72,11 +72,20 @@ class Informer:
                                         daemon=True)
         self._thread.start()
 
+    @property
+    def synced(self) -> threading.Event:
+        """Set once the first list has been delivered to the handlers."""
+        return self._synced
+
     def wait_synced(self, timeout: float | None = None) -> bool:
         return self._synced.wait(timeout)
 
-    def stop(self) -> None:
+    def stop(self, join: float = 0) -> None:
+        """Stop watching; with `join`, wait up to that many seconds for the
+        thread (it ends at the next event, or when the watch times out)."""
         self._stop.set()
+        if join and self._thread is not None:
+            self._thread.join(join)
 
     def _deliver(self, key: str, old: Obj | None, new: Obj | None) -> None:
         for h in self.handlers:
