@@ -72,7 +72,7 @@ from localcluster.ovn import OvnCentral  # noqa: E402
 from localcluster.procs import Daemon  # noqa: E402
 from ovnkube.annotations import POD_NETWORKS, PodNetwork  # noqa: E402
 from ovnkube.kubeclient import api_client, pod_path, request  # noqa: E402
-from ovnkube.master import netpol  # noqa: E402
+from ovnkube.master.translate import netpol  # noqa: E402
 
 TARGET_CONVERGE_S = 30.0
 TARGET_LABEL_P99_MS = 200.0

@@ -22,7 +22,7 @@ import ovs.poller  # noqa: E402
 from bench.netpol_workload import Expected, Obj  # noqa: E402
 from localcluster.ovn import OVN_NB_SCHEMA, OvnCentral  # noqa: E402
 from northd_sync import OWNER_TYPE_KEY  # noqa: E402
-from ovnkube.master import netpol  # noqa: E402
+from ovnkube.master.translate import netpol  # noqa: E402
 
 OUR_TYPES = (netpol.POLICY_OWNER, netpol.NAMESPACE_OWNER, netpol.ADDRESS_SET_OWNER)
 

@@ -13,9 +13,9 @@ sys.path.insert(0, str(ROOT))
 
 from ovnkube import names  # noqa: E402
 from ovnkube.annotations import NODE_CHASSIS_ID  # noqa: E402
-from ovnkube.master import netpol  # noqa: E402
-from ovnkube.master.netpol_model import PeerSelector  # noqa: E402
-from ovnkube.master.selectors import Selector  # noqa: E402
+from ovnkube.master.translate import netpol  # noqa: E402
+from ovnkube.master.translate.netpol_model import PeerSelector  # noqa: E402
+from ovnkube.master.translate.selectors import Selector  # noqa: E402
 
 Obj = dict[str, Any]
 
@@ -148,7 +148,7 @@ def peer_set_name(ns: str, peer: Obj) -> str:
     sel = PeerSelector(Selector.parse(pod_sel or {}),
                        namespace=ns if ns_sel is None else None,
                        ns_selector=Selector.parse(ns_sel) if ns_sel is not None else None)
-    return netpol.address_set_name(sel, 4)
+    return names.address_set_name(sel.id, 4)
 
 
 def expected(w: Workload, labels: dict[str, dict[str, str]]) -> Expected:
@@ -165,7 +165,7 @@ def expected(w: Workload, labels: dict[str, dict[str, str]]) -> Expected:
             ex.policies += 1
             chosen = [k for k in by_ns[ns] if matches(spec["podSelector"], labels[k])]
             ports = frozenset(names.pod_port(ns, k.split("/")[1]) for k in chosen)
-            ex.port_groups[netpol.policy_pg_name(ns, name)] = ports
+            ex.port_groups[names.policy_pg_name(ns, name)] = ports
             for direction in spec["policyTypes"]:
                 deny[direction] |= ports
                 field_, peers_ = ("from", "ingress") if direction == "Ingress" else \
@@ -190,6 +190,6 @@ def expected(w: Workload, labels: dict[str, dict[str, str]]) -> Expected:
                             if matches(peer.get("podSelector") or {}, labels[k]))
         if specs:
             for direction, pg_ports in deny.items():
-                ex.port_groups[netpol.deny_pg_name(ns, direction)] = frozenset(pg_ports)
+                ex.port_groups[names.deny_pg_name(ns, direction)] = frozenset(pg_ports)
             ex.acls[netpol.NAMESPACE_OWNER] += 6  # drop, ARP/ND, hairpin per direction
     return ex

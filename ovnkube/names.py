@@ -82,3 +82,48 @@ def node_gateway_ip(subnet: IPNetwork) -> IPAddress:
 def node_mgmt_ip(subnet: IPNetwork) -> IPAddress:
     """.2 of a node subnet: the management port."""
     return subnet.network_address + 2
+
+
+def gateway_chassis(router_port: str, chassis: str) -> str:
+    return f"{router_port}-{chassis}"
+
+
+# --- Services ------------------------------------------------------------------
+def service_lb(ns: str, name: str, proto: str, kind: str, node: str | None = None) -> str:
+    """`Service_<ns>/<name>_<PROTO>_<kind>[_<node>]`."""
+    base = f"Service_{ns}/{name}_{proto}_{kind}"
+    return f"{base}_{node}" if node else base
+
+
+# --- NetworkPolicy ---------------------------------------------------------------
+# Their owner types are part of the port group and address set names.
+NETPOL_NAMESPACE_OWNER = "NetpolNamespace"
+NETWORK_POLICY_OWNER = "NetworkPolicy"
+ADDRESS_SET_OWNER = "PodSelectorAddressSet"
+FAMILIES = {4: "v4", 6: "v6"}
+
+
+def hash_for_ovn(text: str) -> str:
+    """`a` + the 64-bit FNV-1a hash of `text` in decimal (ovn-kubernetes' form),
+    a name OVN accepts after `@` and `$`."""
+    h = 0xcbf29ce484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return f"a{h}"
+
+
+def deny_pg_name(namespace: str, direction: str) -> str:
+    return hash_for_ovn(f"{NETPOL_NAMESPACE_OWNER}:{namespace}:{direction}")
+
+
+def policy_pg_name(namespace: str, name: str) -> str:
+    return hash_for_ovn(f"{NETWORK_POLICY_OWNER}:{namespace}:{name}")
+
+
+def address_set_name(peer_id: str, family: int) -> str:
+    return hash_for_ovn(f"{ADDRESS_SET_OWNER}:{peer_id}:{FAMILIES[family]}")
+
+
+def acl_name(*parts: str) -> str:
+    """`NP:<part>:...`, cut to the NB schema's 63 characters."""
+    return ":".join(("NP", *parts))[:63]

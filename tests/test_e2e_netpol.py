@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from ovnkube.master import netpol
+from ovnkube import names
 from tests.e2e_helpers import AGNHOST, E2E, wait_for
 from tests.waiting import eventually
 
@@ -99,13 +99,13 @@ kind: NetworkPolicy
 metadata: {{name: {name}}}
 spec:
 {spec}""", self.ns[short_ns])
-        pg = netpol.policy_pg_name(self.ns[short_ns], name)
+        pg = names.policy_pg_name(self.ns[short_ns], name)
         self.converged(lambda names: pg in names, f"port group of {name}")
 
     def clear(self) -> None:
         for ns in self.ns.values():
             self.e.kubectl("delete", "networkpolicy", "--all", "-n", ns)
-        gone = {netpol.deny_pg_name(ns, d) for ns in self.ns.values()
+        gone = {names.deny_pg_name(ns, d) for ns in self.ns.values()
                 for d in ("Ingress", "Egress")}
         self.converged(lambda names: not gone & names, "policies removed")
 

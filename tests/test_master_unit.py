@@ -32,8 +32,9 @@ from ovnkube.annotations import (
     parse_node_subnets,
 )
 from ovnkube.config import ClusterSubnet, Config, ConfigError, add_common_args, from_args
-from ovnkube.master import topology
 from ovnkube.master.allocators import AllocationError, SubnetAllocator, pod_pool
+from ovnkube.master.translate.node import node_rows
+from ovnkube.master.translate.pod import pod_rows
 
 N = ipaddress.ip_network
 A = ipaddress.ip_address
@@ -133,7 +134,7 @@ def test_topology_rows_for_a_node_with_gateway() -> None:
     cfg = Config()
     gw = L3GatewayConfig("shared", "br-ex_n1", "02:00:00:00:00:01", (I("172.18.0.2/16"),),
                          (A("172.18.0.1"),))
-    rows = topology.node_rows(cfg, "n1", N("10.244.1.0/24"), I("100.64.0.2/16"), "ch-1", gw)
+    rows = node_rows(cfg, "n1", N("10.244.1.0/24"), I("100.64.0.2/16"), "ch-1", gw)
     by = {(type(r).__name__, r.key): r for r in rows}
     sw = by[("LogicalSwitch", "n1")]
     assert isinstance(sw, LogicalSwitch) and sw.other_config["subnet"] == "10.244.1.0/24"
@@ -170,7 +171,7 @@ def test_topology_rows_for_a_node_with_gateway() -> None:
         "ovn_cluster_router", 1004, 'inport == "rtos-n1" && ip4.dst == 172.18.0.2 /* n1 */',
         "reroute", ("10.244.1.2",))
     # Without chassis and gateway: only the node switch part.
-    small = topology.node_rows(cfg, "n1", N("10.244.1.0/24"), I("100.64.0.2/16"), None, None)
+    small = node_rows(cfg, "n1", N("10.244.1.0/24"), I("100.64.0.2/16"), None, None)
     assert {type(r).__name__ for r in small} == {"LogicalSwitch", "LogicalRouterPort",
                                                  "LogicalSwitchPort", "ACL"}
     # The node's host reaches its pods whatever NetworkPolicy says.
@@ -182,7 +183,7 @@ def test_topology_rows_for_a_node_with_gateway() -> None:
 def test_topology_pod_port() -> None:
     net = PodNetwork((I("10.244.1.5/24"),), "0a:58:0a:f4:01:05", (A("10.244.1.1"),))
     pod = {"metadata": {"namespace": "ns1", "name": "web", "uid": "u-1"}}
-    (lsp,) = topology.pod_rows(pod, "n1", net)
+    (lsp,) = pod_rows(pod, "n1", net)
     assert isinstance(lsp, LogicalSwitchPort)
     assert lsp.name == "ns1_web" and lsp.switch == "n1"
     assert lsp.addresses == lsp.port_security == ("0a:58:0a:f4:01:05 10.244.1.5",)

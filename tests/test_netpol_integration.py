@@ -17,9 +17,9 @@ from kubernetes import client
 from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral
 from localcluster.procs import DaemonSet
-from ovnkube.master import netpol
-from ovnkube.master.netpol_model import PeerSelector
-from ovnkube.master.selectors import Selector
+from ovnkube import names
+from ovnkube.master.translate.netpol_model import PeerSelector
+from ovnkube.master.translate.selectors import Selector
 from tests.master_helpers import KubeObjects, eventually, run_master
 from tests.nblog import nb_log, nb_table, ours, settle
 
@@ -100,7 +100,7 @@ def as_name(ns: str | None, pod_sel: dict[str, Any], ns_sel: dict[str, Any] | No
             ) -> str:
     peer = PeerSelector(Selector.parse(pod_sel), namespace=ns,
                         ns_selector=Selector.parse(ns_sel) if ns_sel is not None else None)
-    return netpol.address_set_name(peer, 4)
+    return names.address_set_name(peer.id, 4)
 
 
 def np_writes(central: OvnCentral, since: int) -> list[list[tuple[str, str, str]]]:
@@ -149,8 +149,8 @@ def test_policy_objects_and_one_transaction_per_change(
                               {"namespaceSelector": {"matchLabels": {"team": "y"}}}],
                      "ports": [{"port": "http"}]}],
         "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]}]})
-    pg = netpol.policy_pg_name(x, "web")
-    deny_in, deny_eg = netpol.deny_pg_name(x, "Ingress"), netpol.deny_pg_name(x, "Egress")
+    pg = names.policy_pg_name(x, "web")
+    deny_in, deny_eg = names.deny_pg_name(x, "Ingress"), names.deny_pg_name(x, "Egress")
     as_b = as_name(x, {"matchLabels": {"pod": "b"}})
     as_y = as_name(None, {}, {"matchLabels": {"team": "y"}})
 

@@ -10,15 +10,16 @@ from typing import Any
 import pytest
 
 from northd_sync.rows import ACL, AddressSet, PortGroup, Row
-from ovnkube.master import netpol
-from ovnkube.master.netpol_model import (
+from ovnkube import names
+from ovnkube.master.translate import netpol
+from ovnkube.master.translate.netpol_model import (
     AclLogging,
     PeerSelector,
     PodFact,
     Policy,
     PolicyError,
 )
-from ovnkube.master.selectors import Selector, SelectorError
+from ovnkube.master.translate.selectors import Selector, SelectorError
 
 
 def pol(spec: dict[str, Any], ns: str = "x", name: str = "p") -> Policy:
@@ -43,7 +44,7 @@ def as_of(ns: str | None, pod_sel: dict[str, Any] | None = None,
           ns_sel: dict[str, Any] | None = None) -> str:
     peer = PeerSelector(Selector.parse(pod_sel or {}), namespace=ns,
                         ns_selector=None if ns_sel is None else Selector.parse(ns_sel))
-    return "$" + netpol.address_set_name(peer, 4)
+    return "$" + names.address_set_name(peer.id, 4)
 
 
 # --- selectors -----------------------------------------------------------------
@@ -123,7 +124,7 @@ def test_default_deny_port_groups_and_tiers() -> None:
     a, b = pod("a", "10.244.1.5"), pod("b", "10.244.2.5")
     rows = netpol.namespace_rows("x", [a, b], [a])
     pgs = {r.name: r for r in rows if isinstance(r, PortGroup)}
-    ing, eg = netpol.deny_pg_name("x", "Ingress"), netpol.deny_pg_name("x", "Egress")
+    ing, eg = names.deny_pg_name("x", "Ingress"), names.deny_pg_name("x", "Egress")
     assert pgs[ing].ports == ("x_a", "x_b") and pgs[eg].ports == ("x_a",)
     by = {(r.direction, r.priority, r.action, r.match) for r in acls(rows)}
     assert ("to-lport", 1000, "drop", f"outport == @{ing}") in by
@@ -164,13 +165,13 @@ def test_policy_port_group_holds_selected_pods() -> None:
     p = pol({"podSelector": {"matchLabels": {"app": "web"}}})
     rows = netpol.policy_rows(p, [pod("w", "10.244.1.5", app="web")])
     (pg,) = [r for r in rows if isinstance(r, PortGroup)]
-    assert pg.name == netpol.policy_pg_name("x", "p") and pg.ports == ("x_w",)
+    assert pg.name == names.policy_pg_name("x", "p") and pg.ports == ("x_w",)
     assert pg.external_ids["k8s.ovn.org/name"] == "x/p"
     assert acls(rows) == []  # Ingress with no rules: deny all, nothing allowed
 
 
 def test_empty_rule_allows_everything_missing_rules_nothing() -> None:
-    pg = netpol.policy_pg_name("x", "p")
+    pg = names.policy_pg_name("x", "p")
     a = only_acl(netpol.policy_rows(pol({"podSelector": {}, "ingress": [{}]}), []))
     assert (a.match, a.action, a.priority) == (f"outport == @{pg}", "allow-related", 1001)
     a = only_acl(netpol.policy_rows(pol({"podSelector": {}, "ingress": [{"from": []}]}), []))
@@ -220,7 +221,7 @@ def test_ip_block_with_except() -> None:
     p = pol({"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [
         {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16", "10.2.0.0/16"]}},
         {"ipBlock": {"cidr": "192.168.0.0/16"}}]}]})
-    pg = netpol.policy_pg_name("x", "p")
+    pg = names.policy_pg_name("x", "p")
     a = only_acl(netpol.policy_rows(p, []))
     assert a.direction == "from-lport" and a.options == {"apply-after-lb": "true"}
     assert a.match == (f"inport == @{pg} && ((ip4.dst == 10.0.0.0/8 && "
@@ -231,7 +232,7 @@ def test_ports_numbers_ranges_protocols() -> None:
     p = pol({"podSelector": {}, "ingress": [{"ports": [
         {"port": 80}, {"protocol": "UDP", "port": 81}, {"protocol": "SCTP"},
         {"port": 1000, "endPort": 2000}, {"protocol": "UDP", "port": 53, "endPort": 53}]}]})
-    pg = netpol.policy_pg_name("x", "p")
+    pg = names.policy_pg_name("x", "p")
     assert only_acl(netpol.policy_rows(p, [])).match == (
         f"outport == @{pg} && ((tcp && tcp.dst == 80) || (udp && udp.dst == 81) || sctp"
         " || (tcp && 1000 <= tcp.dst <= 2000) || (udp && udp.dst == 53))")
@@ -285,11 +286,11 @@ def test_translation_is_deterministic() -> None:
         {"namespaceSelector": {}}]}]})
     pods = [pod("a", "10.0.0.2"), pod("b", "10.0.0.1")]
     assert netpol.policy_rows(p, pods) == netpol.policy_rows(p, list(reversed(pods)))
-    assert netpol.hash_for_ovn("x") == netpol.hash_for_ovn("x") != netpol.hash_for_ovn("y")
+    assert names.hash_for_ovn("x") == names.hash_for_ovn("x") != names.hash_for_ovn("y")
 
 
 def test_host_network_and_unscheduled_pods_are_never_selected() -> None:
-    from ovnkube.master.pods import network_ips
+    from ovnkube.master.translate.pod import network_ips
     ann = {"k8s.ovn.org/pod-networks": json.dumps({"default": {
         "ip_addresses": ["10.244.1.5/24"], "mac_address": "0a:58:0a:f4:01:05",
         "gateway_ips": ["10.244.1.1"]}})}

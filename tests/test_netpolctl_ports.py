@@ -15,9 +15,9 @@ from northd_sync import NorthdSync, PortGroup
 from ovnkube.annotations import POD_NETWORKS
 from ovnkube.informer import Informer
 from ovnkube.kubeclient import ResourceAPI
-from ovnkube.master import netpol
-from ovnkube.master.netpolctl import NetworkPolicyController
-from ovnkube.master.pods import network_ips
+from ovnkube.master.controllers.netpol import NetworkPolicyController
+from ovnkube.master.translate import netpol
+from ovnkube.master.translate.pod import network_ips
 
 KEY = "x/web"
 ANNOTATION = ('{"default":{"ip_addresses":["10.244.1.5/24"],"mac_address":"0a:58:0a:f4:01:05",'

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from northd_sync.rows import LoadBalancer
-from ovnkube.master.services import endpoints_for_port, service_rows
+from ovnkube.master.translate.service import endpoints_for_port, service_rows
 
 
 def svc(name: str = "web", ns: str = "default", **spec: Any) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """IP address management: node subnets out of the cluster CIDRs, join-switch
-addresses per gateway router, and pod IPs out of each node subnet.
+addresses per gateway router, and pod IPs out of each node subnet (one pool
+per node, `NodePools`).
 
 All allocators are rebuilt from what the API already records (annotations)
 before they hand out anything new, so no address is ever given twice across
@@ -146,3 +147,34 @@ def pod_pool(subnet: IPNetwork) -> IPPool:
 def join_pool(join_subnet: IPNetwork) -> IPPool:
     """Join-switch addresses; .1 is the cluster router's `rtoj-` port."""
     return IPPool(join_subnet, [join_subnet.network_address + 1])
+
+
+class NodePools:
+    """The pod address pool of each node that has a subnet."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, IPPool] = {}
+        self._lock = threading.Lock()
+
+    def add(self, node: str, subnet: IPNetwork) -> IPPool:
+        """The node's pool for `subnet`: kept if it has that subnet, else new."""
+        with self._lock:
+            pool = self._pools.get(node)
+            if pool is None or pool.subnet != subnet:
+                pool = pod_pool(subnet)
+                self._pools[node] = pool
+            return pool
+
+    def get(self, node: str) -> IPPool | None:
+        with self._lock:
+            return self._pools.get(node)
+
+    def drop(self, node: str) -> None:
+        with self._lock:
+            self._pools.pop(node, None)
+
+    def release(self, owner: str) -> list[str]:
+        """Free `owner`'s address in every pool; the nodes whose pool had one."""
+        with self._lock:
+            pools = list(self._pools.items())
+        return [node for node, pool in pools if pool.release(owner) is not None]

@@ -15,35 +15,33 @@ from typing import Any
 from kubernetes import client
 
 from northd_sync import NorthdSync
-from ovnkube.annotations import IPAddress, IPNetwork
 from ovnkube.config import Config
 from ovnkube.informer import Informer
 from ovnkube.kubeclient import ResourceAPI, key_of, post_event
-from ovnkube.master import topology
-from ovnkube.master.allocators import IPPool, SubnetAllocator, join_pool, pod_pool
-from ovnkube.master.netpolctl import NetworkPolicyController
-from ovnkube.master.nodes import OWNER_TYPE as NODE_OWNER
-from ovnkube.master.nodes import NodeController
-from ovnkube.master.pods import OWNER_TYPE as POD_OWNER
-from ovnkube.master.pods import PodController, network_ips
-from ovnkube.master.servicectl import OWNER_TYPE as SERVICE_OWNER
-from ovnkube.master.servicectl import ServiceController
-from ovnkube.master.services import wants_lbs
-from ovnkube.workqueue import WorkQueue
+from ovnkube.master.allocators import IPPool, NodePools, SubnetAllocator, join_pool
+from ovnkube.master.controllers.netpol import NetworkPolicyController
+from ovnkube.master.controllers.node import NodeController
+from ovnkube.master.controllers.node_tracker import NodeTracker
+from ovnkube.master.controllers.pod import PodController
+from ovnkube.master.controllers.service import ServiceController
+from ovnkube.master.translate import cluster, node, pod, service
+from ovnkube.master.translate.pod import network_ips
 
 log = logging.getLogger(__name__)
 
 
 class Master:
+    """Builds the informers, allocators and controllers and wires them: each
+    controller gets only what it uses, and they reach each other through the
+    callbacks set up here."""
+
     def __init__(self, config: Config, api: client.ApiClient, engine: NorthdSync,
                  workers: int = 8, resync_period: float = 600.0) -> None:
         self.config = config
-        self.api = api
         self.engine = engine
         self.subnets = SubnetAllocator(config.cluster_subnets)
         self.join_ips: IPPool = join_pool(config.join_subnet)
-        self._pools: dict[str, IPPool] = {}
-        self._pools_lock = threading.Lock()
+        self.pools = NodePools()
         self.nodes = Informer(ResourceAPI(api, "/api/v1/nodes", "Node"), resync_period)
         self.pods = Informer(ResourceAPI(api, "/api/v1/pods", "Pod"), resync_period)
         self.services = Informer(ResourceAPI(api, "/api/v1/services", "Service"),
@@ -56,9 +54,14 @@ class Master:
             api, "/apis/networking.k8s.io/v1/networkpolicies", "NetworkPolicy"), resync_period)
         self.informers = [self.nodes, self.pods, self.services, self.slices, self.namespaces,
                           self.policies]
-        self.node_controller = NodeController(self)
-        self.pod_controller = PodController(self)
-        self.service_controller = ServiceController(self)
+        self.tracker = NodeTracker(self.nodes, self.subnets, self.join_ips,
+                                   config.join_subnet.prefixlen)
+        self.pod_controller = PodController(api, engine, self.pods, self.pools, workers)
+        self.node_controller = NodeController(
+            config, api, engine, self.nodes, self.subnets, self.join_ips, self.pools,
+            self.tracker, on_subnet_ready=self.pod_controller.wake_waiting)
+        self.service_controller = ServiceController(
+            engine, self.services, self.slices, self.tracker, workers=max(2, workers // 2))
         core = client.CoreV1Api(api)
         self.netpol_controller = NetworkPolicyController(
             engine, self.pods, self.namespaces, self.policies, pod_ips=network_ips,
@@ -66,12 +69,8 @@ class Master:
             families=sorted({cs.cidr.version for cs in config.cluster_subnets}))
         self.pod_controller.port_listeners.append(self.netpol_controller.port_ready)
         self.pod_controller.port_gone_listeners.append(self.netpol_controller.port_gone)
-        self.node_queue = WorkQueue("node", self.node_controller.reconcile, workers=2)
-        self.pod_queue = WorkQueue("pod", self.pod_controller.reconcile, workers=workers)
-        self.service_queue = WorkQueue("service", self.service_controller.reconcile,
-                                       workers=max(2, workers // 2))
-        self.queues = [self.node_queue, self.pod_queue, self.service_queue,
-                       self.netpol_controller.queue]
+        self.queues = [self.node_controller.queue, self.pod_controller.queue,
+                       self.service_controller.queue, self.netpol_controller.queue]
         self.nodes.add_handler(self.node_controller.on_event)
         self.nodes.add_handler(self.service_controller.on_node)
         self.pods.add_handler(self.pod_controller.on_event)
@@ -81,34 +80,6 @@ class Master:
         self.namespaces.add_handler(self.netpol_controller.on_namespace)
         self.policies.add_handler(self.netpol_controller.on_policy)
         self.ready = threading.Event()
-
-    # --- per-node address pools ------------------------------------------
-    def add_pool(self, node: str, subnet: IPNetwork) -> IPPool:
-        with self._pools_lock:
-            pool = self._pools.get(node)
-            if pool is None or pool.subnet != subnet:
-                pool = pod_pool(subnet)
-                self._pools[node] = pool
-            return pool
-
-    def pool_for(self, node: str) -> IPPool | None:
-        with self._pools_lock:
-            return self._pools.get(node)
-
-    def drop_pool(self, node: str) -> None:
-        with self._pools_lock:
-            self._pools.pop(node, None)
-
-    def pools(self) -> list[tuple[str, IPPool]]:
-        with self._pools_lock:
-            return list(self._pools.items())
-
-    def pod_ip(self, key: str) -> IPAddress | None:
-        for _, pool in self.pools():
-            ip = pool.get(key)
-            if ip is not None:
-                return ip
-        return None
 
     # --- running -----------------------------------------------------------
     def start(self, sync_timeout: float = 120.0) -> None:
@@ -127,25 +98,24 @@ class Master:
         log.info("master started: %d nodes, %d pods", len(nodes), len(pods))
 
     def initial_sync(self, nodes: list[dict[str, Any]], pods: list[dict[str, Any]]) -> None:
-        self.engine.sync(topology.CLUSTER_OWNER_TYPE,
-                         {topology.CLUSTER_OWNER: topology.cluster_rows(self.config)})
+        self.engine.sync(cluster.OWNER_TYPE, {cluster.OWNER: cluster.cluster_rows(self.config)})
         node_rows: dict[str, Any] = {}
         for n in nodes:
             rows = self.node_controller.desired(n)
             if rows is not None:
                 node_rows[n["metadata"]["name"]] = rows
-        self.engine.sync(NODE_OWNER, node_rows)
+        self.engine.sync(node.OWNER_TYPE, node_rows)
         pod_rows: dict[str, Any] = {}
         for p in pods:
             key = f"{p['metadata']['namespace']}/{p['metadata']['name']}"
             rows = self.pod_controller.desired(p)
             if rows:
                 pod_rows[key] = rows
-        self.engine.sync(POD_OWNER, pod_rows)
+        self.engine.sync(pod.OWNER_TYPE, pod_rows)
         self.pod_controller.synced(pod_rows)
-        self.engine.sync(SERVICE_OWNER, {
+        self.engine.sync(service.OWNER_TYPE, {
             key_of(svc): self.service_controller.desired(svc)
-            for svc in self.services.items() if wants_lbs(svc)})
+            for svc in self.services.items() if service.wants_lbs(svc)})
         # Policies last: their port groups name the pods' ports synced above.
         self.netpol_controller.ports_synced(pod_rows)
         for owner_type, desired in self.netpol_controller.desired_by_type().items():

@@ -1,5 +1,5 @@
 """The NetworkPolicy controller: policies, pods and namespaces to port groups,
-ACLs and address sets (translation in netpol.py).
+ACLs and address sets (translation in translate/netpol.py).
 
 Events never rebuild everything: each one works out which owners it affects
 (a policy, a namespace's default deny, a shared peer address set) and marks
@@ -25,8 +25,8 @@ from northd_sync.errors import MissingReferenceError
 from northd_sync.rows import Owner, Row
 from ovnkube.informer import Informer
 from ovnkube.kubeclient import Obj, get_annotations
-from ovnkube.master import netpol
-from ovnkube.master.netpol_model import (
+from ovnkube.master.translate import netpol
+from ovnkube.master.translate.netpol_model import (
     ACL_LOGGING_ANNOTATION,
     AclLogging,
     PeerSelector,

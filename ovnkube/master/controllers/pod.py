@@ -13,69 +13,37 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING
 
 from kubernetes import client
 
-from northd_sync import ApplyResult
+from northd_sync import ApplyResult, NorthdSync
 from northd_sync.rows import Row
 from ovnkube import names
 from ovnkube.annotations import POD_NETWORKS, AnnotationError, PodNetwork, mac_from_ip
-from ovnkube.kubeclient import (
-    Obj,
-    get_annotations,
-    patch_annotations,
-    pod_path,
-    post_event,
-    split_key,
+from ovnkube.informer import Informer
+from ovnkube.kubeclient import Obj, patch_annotations, pod_path, post_event, split_key
+from ovnkube.master.allocators import AllocationError, IPPool, NodePools
+from ovnkube.master.translate.cluster import owner
+from ovnkube.master.translate.pod import (
+    OWNER_TYPE,
+    parse_recorded_network,
+    pod_rows,
+    recorded_network,
+    wants_network,
 )
-from ovnkube.master import topology
-from ovnkube.master.allocators import AllocationError, IPPool
-from ovnkube.workqueue import RetryLater
-
-if TYPE_CHECKING:
-    from ovnkube.master.controller import Master
+from ovnkube.workqueue import RetryLater, WorkQueue
 
 log = logging.getLogger(__name__)
 
-OWNER_TYPE = "Pod"
-
-
-def wants_network(pod: Obj) -> bool:
-    """Pods on the pod network: scheduled, not hostNetwork, not finished."""
-    spec, status = pod.get("spec", {}), pod.get("status", {})
-    if spec.get("hostNetwork") or not spec.get("nodeName"):
-        return False
-    # A terminating pod keeps its port until it is gone: kubelet still has
-    # to tear it down through CNI DEL.
-    return status.get("phase") not in ("Succeeded", "Failed")
-
-
-def recorded_network(pod: Obj) -> PodNetwork | None:
-    try:
-        return parse_recorded_network(pod)
-    except AnnotationError as e:
-        log.warning("pod %s: ignoring %s", pod["metadata"]["name"], e)
-        return None
-
-
-def network_ips(pod: Obj) -> tuple[str, ...] | None:
-    """The addresses of a pod on the pod network (None: not on it, or none yet)."""
-    if not wants_network(pod):
-        return None
-    net = recorded_network(pod)
-    return tuple(str(i.ip) for i in net.ip_addresses) if net else None
-
-
-def parse_recorded_network(pod: Obj) -> PodNetwork | None:
-    raw = get_annotations(pod).get(POD_NETWORKS)
-    return None if raw is None else PodNetwork.parse(raw)
-
 
 class PodController:
-    def __init__(self, master: Master) -> None:
-        self.m = master
-        self.core = client.CoreV1Api(master.api)
+    def __init__(self, api: client.ApiClient, engine: NorthdSync, pods: Informer,
+                 pools: NodePools, workers: int = 8) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.engine = engine
+        self.pods = pods
+        self.pools = pools
         # node -> pod keys waiting for an address there
         self._waiting: dict[str, set[str]] = {}
         # pod key -> rows last handed to the NB writer: most pod events
@@ -85,12 +53,13 @@ class PodController:
         #: called with a pod key once its logical switch port is committed
         self.port_listeners: list[Callable[[str], None]] = []  # a pod's LSP is committed
         self.port_gone_listeners: list[Callable[[str], None]] = []  # ... is deleted
+        self.queue = WorkQueue("pod", self.reconcile, workers=workers)
 
     def on_event(self, key: str, old: Obj | None, new: Obj | None) -> None:
         if old is new:  # periodic resync: let the NB writer check for drift
             with self._lock:
                 self._applied.pop(key, None)
-        self.m.pod_queue.add(key)
+        self.queue.add(key)
 
     def mark_existing(self, pods: list[Obj]) -> None:
         """Before any allocation: claim the addresses live pods already have."""
@@ -98,7 +67,7 @@ class PodController:
             if not wants_network(pod):
                 continue
             net = recorded_network(pod)
-            pool = self.m.pool_for(pod["spec"]["nodeName"])
+            pool = self.pools.get(pod["spec"]["nodeName"])
             if net is None or pool is None:
                 continue
             key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
@@ -115,32 +84,32 @@ class PodController:
             return []
         net = recorded_network(pod)
         node = pod["spec"]["nodeName"]
-        pool = self.m.pool_for(node)
+        pool = self.pools.get(node)
         if net is None or pool is None:
             return None
-        return topology.pod_rows(pod, node, net)
+        return pod_rows(pod, node, net)
 
     def reconcile(self, key: str) -> None:
-        pod = self.m.pods.get(key)
+        pod = self.pods.get(key)
         if pod is None or not wants_network(pod):
             self._forget(key)
             return
         node = pod["spec"]["nodeName"]
-        pool = self.m.pool_for(node)
+        pool = self.pools.get(node)
         if pool is None:
             raise RetryLater(f"node {node} has no subnet yet")
         net = self._ensure_address(key, pod, node, pool)
-        if self.m.pods.get(key) is None:  # deleted meanwhile: undo
+        if self.pods.get(key) is None:  # deleted meanwhile: undo
             self._forget(key)
             return
-        rows = tuple(topology.pod_rows(pod, node, net))
+        rows = tuple(pod_rows(pod, node, net))
         with self._lock:
             if self._applied.get(key) == rows:
                 return
             self._applied[key] = rows
         # Do not hold a worker while the NB commits: many pods then share one
         # transaction. A failed commit brings the pod back with backoff.
-        fut = self.m.engine.apply(topology.owner(OWNER_TYPE, key), rows, wait=False)
+        fut = self.engine.apply(owner(OWNER_TYPE, key), rows, wait=False)
         fut.add_done_callback(lambda f: self._committed(key, rows, f))
 
     def _committed(self, key: str, rows: tuple[Row, ...], fut: Future[ApplyResult]) -> None:
@@ -149,7 +118,7 @@ class PodController:
             with self._lock:
                 if self._applied.get(key) == rows:
                     del self._applied[key]
-            self.m.pod_queue.retry(key, err)
+            self.queue.retry(key, err)
             return
         for listener in self.port_listeners:
             listener(key)
@@ -185,7 +154,7 @@ class PodController:
             gateway_ips=(names.node_gateway_ip(subnet),))
         ns, name = split_key(key)
         try:
-            patch_annotations(self.m.api, pod_path(ns, name),
+            patch_annotations(self.api, pod_path(ns, name),
                               {POD_NETWORKS: net.to_annotation()},
                               resource_version=None)
         except client.ApiException as e:
@@ -204,18 +173,15 @@ class PodController:
         with self._lock:
             had_rows = self._applied.pop(key, None) is not None
         if had_rows:  # pods that never had a port (hostNetwork, ...) cost nothing
-            self.m.engine.delete(topology.owner(OWNER_TYPE, key))
+            self.engine.delete(owner(OWNER_TYPE, key))
         for listener in self.port_gone_listeners:
             listener(key)
-        node = None
-        for n, pool in self.m.pools():
-            if pool.release(key) is not None:
-                node = n
-        if node:
+        for node in self.pools.release(key):
             self.wake_waiting(node)
 
     def wake_waiting(self, node: str) -> None:
+        """Queue again the pods waiting for an address on `node`."""
         with self._lock:
             keys = self._waiting.pop(node, set())
         for k in keys:
-            self.m.pod_queue.add(k)
+            self.queue.add(k)

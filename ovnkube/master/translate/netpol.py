@@ -15,11 +15,12 @@ IP family of the pods it selects, shared by every policy that names it.
 Named ports are resolved per destination pod: for ingress against the
 policy's own pods, for egress against the peer pods; pods that give one name
 different numbers each get their own clause. The node's management port is
-allowed by an ACL on the node switch (see topology.node_rows).
+allowed by an ACL on the node switch (see translate/node.py).
 
 Names: port groups and address sets are `a<fnv64a hash>` of their ids (what
 OVN accepts after `@`/`$`), the ids readable in external_ids
-`k8s.ovn.org/name`; ACL names `NP:<ns>:<policy>:<Direction>:<rule>`.
+`k8s.ovn.org/name`; ACL names `NP:<ns>:<policy>:<Direction>:<rule>` (all built
+in ovnkube/names.py).
 """
 
 from __future__ import annotations
@@ -32,42 +33,24 @@ from dataclasses import replace
 from northd_sync.rows import ACL, AddressSet, PortGroup, Row
 from ovnkube import names
 from ovnkube.config import HAIRPIN_MASQUERADE_IP
-from ovnkube.master.netpol_model import AclLogging, PeerSelector, PodFact, Policy, PortSpec, Rule
+from ovnkube.master.translate.netpol_model import (
+    AclLogging,
+    PeerSelector,
+    PodFact,
+    Policy,
+    PortSpec,
+    Rule,
+)
 
-NAMESPACE_OWNER = "NetpolNamespace"
-POLICY_OWNER = "NetworkPolicy"
-ADDRESS_SET_OWNER = "PodSelectorAddressSet"
+NAMESPACE_OWNER = names.NETPOL_NAMESPACE_OWNER
+POLICY_OWNER = names.NETWORK_POLICY_OWNER
+ADDRESS_SET_OWNER = names.ADDRESS_SET_OWNER
 NAME_KEY = "k8s.ovn.org/name"
 
 DEFAULT_DENY_PRIORITY = 1000
 DEFAULT_ALLOW_PRIORITY = 1001
 AFTER_LB = {"apply-after-lb": "true"}
-FAMILIES = {4: "v4", 6: "v6"}
 NO_LOGGING = AclLogging()
-
-
-def hash_for_ovn(text: str) -> str:
-    """`a` + the 64-bit FNV-1a hash of `text` in decimal (ovn-kubernetes' form)."""
-    h = 0xcbf29ce484222325
-    for b in text.encode():
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return f"a{h}"
-
-
-def deny_pg_name(namespace: str, direction: str) -> str:
-    return hash_for_ovn(f"{NAMESPACE_OWNER}:{namespace}:{direction}")
-
-
-def policy_pg_name(namespace: str, name: str) -> str:
-    return hash_for_ovn(f"{POLICY_OWNER}:{namespace}:{name}")
-
-
-def address_set_name(peer: PeerSelector, family: int) -> str:
-    return hash_for_ovn(f"{ADDRESS_SET_OWNER}:{peer.id}:{FAMILIES[family]}")
-
-
-def acl_name(*parts: str) -> str:
-    return ":".join(("NP", *parts))[:63]  # the NB schema's limit
 
 
 def _ip(family: int) -> str:
@@ -89,9 +72,9 @@ def address_set_rows(peer: PeerSelector, pods: Iterable[PodFact],
                      families: Sequence[int] = (4,)) -> list[Row]:
     """One address set per family with the IPs of the pods the peer selects."""
     ips = _sorted_ips(ip for p in pods for ip in p.ips)
-    return [AddressSet(address_set_name(peer, f),
+    return [AddressSet(names.address_set_name(peer.id, f),
                        addresses=[ip for ip in ips if _family(ip) == f],
-                       external_ids={NAME_KEY: peer.id, "ip-family": FAMILIES[f]})
+                       external_ids={NAME_KEY: peer.id, "ip-family": names.FAMILIES[f]})
             for f in families]
 
 
@@ -117,7 +100,7 @@ def namespace_rows(namespace: str, ingress_pods: Iterable[PodFact],
     rows: list[Row] = []
     hairpin = HAIRPIN_MASQUERADE_IP
     for direction, pods in (("Ingress", ingress_pods), ("Egress", egress_pods)):
-        pg = deny_pg_name(namespace, direction)
+        pg = names.deny_pg_name(namespace, direction)
         ext = {NAME_KEY: f"{namespace}_{direction}DefaultDeny", "direction": direction}
         rows.append(PortGroup(pg, ports=sorted({p.port_name for p in pods}), external_ids=ext))
         if direction == "Ingress":
@@ -126,17 +109,18 @@ def namespace_rows(namespace: str, ingress_pods: Iterable[PodFact],
             acl_dir, port, opts = "from-lport", f"inport == @{pg}", AFTER_LB
         acl_ext = {"direction": direction, "policy-type": "defaultDeny"}
         rows.append(_logged(ACL(acl_dir, DEFAULT_DENY_PRIORITY, port, "drop", port_group=pg,
-                                options=opts, name=acl_name(namespace, direction),
+                                options=opts, name=names.acl_name(namespace, direction),
                                 key=f"{direction}:defaultDeny", external_ids=acl_ext),
                             logging.deny))
         rows.append(ACL(acl_dir, DEFAULT_ALLOW_PRIORITY, f"{port} && (arp || nd)", "allow",
-                        port_group=pg, options=opts, name=acl_name(namespace, "ARPallowPolicy"),
+                        port_group=pg, options=opts,
+                        name=names.acl_name(namespace, "ARPallowPolicy"),
                         key=f"{direction}:arpAllow",
                         external_ids={**acl_ext, "policy-type": "arpAllow"}))
         if 4 in families:
             rows.append(ACL(acl_dir, DEFAULT_ALLOW_PRIORITY, f"{port} && ip4.src == {hairpin}",
                             "allow-related", port_group=pg, options=opts,
-                            name=acl_name(namespace, "allowHairpinning"),
+                            name=names.acl_name(namespace, "allowHairpinning"),
                             key=f"{direction}:hairpinAllow",
                             external_ids={**acl_ext, "policy-type": "hairpinAllow"}))
     return rows
@@ -155,7 +139,7 @@ def _l3_match(rule: Rule, side: str, families: Sequence[int]) -> str | None:
         return None
     alts: list[str] = []
     for f in families:
-        sets = sorted(f"${address_set_name(s, f)}" for s in rule.selectors)
+        sets = sorted(f"${names.address_set_name(s.id, f)}" for s in rule.selectors)
         if sets:
             alts.append(_set_match(f"{_ip(f)}.{side}", sets))
     for b in rule.ip_blocks:
@@ -216,7 +200,7 @@ def policy_rows(policy: Policy, selected: Iterable[PodFact],
     read for rules with named ports (they are resolved on the destination).
     """
     pods = list(selected)
-    pg = policy_pg_name(policy.namespace, policy.name)
+    pg = names.policy_pg_name(policy.namespace, policy.name)
     rows: list[Row] = [PortGroup(pg, ports=sorted({p.port_name for p in pods}),
                                  external_ids={NAME_KEY: policy.key})]
     gresses: list[tuple[str, Sequence[Rule]]] = []
@@ -237,7 +221,7 @@ def policy_rows(policy: Policy, selected: Iterable[PodFact],
             l4 = _l4_match(rule, dests)
             if l4 == "" or l3 == "0":
                 continue  # the rule admits nothing
-            name = acl_name(policy.namespace, policy.name, direction, str(i))
+            name = names.acl_name(policy.namespace, policy.name, direction, str(i))
             rows.append(_logged(ACL(
                 acl_dir, DEFAULT_ALLOW_PRIORITY, _and(port, l3, l4), "allow-related",
                 port_group=pg, options=opts, name=name, key=f"{direction}:{i}",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ovnkube import names
-from ovnkube.master.selectors import Selector, SelectorError
+from ovnkube.master.translate.selectors import Selector, SelectorError
 
 Obj = dict[str, Any]
 PROTOCOLS = ("TCP", "UDP", "SCTP")

@@ -1,6 +1,5 @@
-"""Pure translation: Kubernetes facts in, desired OVN rows out. No I/O.
-
-Shared gateway mode, as ovn-kubernetes builds it:
+"""A node's part of the topology, pure. Shared gateway mode, as ovn-kubernetes
+builds it:
 
     pod LSPs --- <node> switch --- rtos-<node> [ovn_cluster_router] rtoj- --- join
                  k8s-<node> (mgmt, .2)                                        |
@@ -12,65 +11,34 @@ Shared gateway mode, as ovn-kubernetes builds it:
 
 from __future__ import annotations
 
-import ipaddress
-from typing import Any
-
 from northd_sync.rows import (
     ACL,
     NAT,
     GatewayChassis,
     LoadBalancer,
-    LoadBalancerGroup,
     LogicalRouter,
     LogicalRouterPolicy,
     LogicalRouterPort,
     LogicalRouterStaticRoute,
     LogicalSwitch,
     LogicalSwitchPort,
-    Meter,
-    MeterBand,
-    Owner,
     Row,
 )
 from ovnkube import names
-from ovnkube.annotations import IPInterface, IPNetwork, L3GatewayConfig, PodNetwork, mac_from_ip
+from ovnkube.annotations import IPInterface, IPNetwork, L3GatewayConfig, mac_from_ip
 from ovnkube.config import GR_MASQUERADE_IP, GR_SNAT_PORTS, HOST_MASQUERADE_IP, Config
+from ovnkube.master.translate.cluster import join_router_ip
 
-CLUSTER_OWNER_TYPE = "Cluster"
+OWNER_TYPE = "Node"
 GR_SNAT_PORT_RANGE = "{}-{}".format(*GR_SNAT_PORTS)
-CLUSTER_OWNER = "default"
 MGMT_ALLOW_PRIORITY = 1001  # NetworkPolicy's allow tier: above its default deny
 NODE_IP_REROUTE_PRIORITY = 1004  # ovn-kubernetes' priority for pod -> own node IP
 
 
-def owner(owner_type: str, name: str) -> Owner:
-    return Owner(owner_type, name)
-
-
-def join_router_ip(config: Config) -> IPInterface:
-    return ipaddress.ip_interface(
-        f"{config.join_subnet.network_address + 1}/{config.join_subnet.prefixlen}")
-
-
-def cluster_rows(config: Config) -> list[Row]:
-    """What exists once per cluster: the cluster router, the join switch and
-    the load balancer groups every node switch and gateway router use."""
-    rtoj = join_router_ip(config)
-    return [
-        LogicalRouter(names.CLUSTER_ROUTER, external_ids={"k8s-cluster-router": "yes"},
-                      options={"mcast_relay": "false"}),
-        LogicalSwitch(names.JOIN_SWITCH),
-        LogicalRouterPort(names.router_to_join(), router=names.CLUSTER_ROUTER,
-                          mac=mac_from_ip(rtoj.ip), networks=[str(rtoj)]),
-        LogicalSwitchPort(names.join_to_router(), switch=names.JOIN_SWITCH, type="router",
-                          addresses=["router"],
-                          options={"router-port": names.router_to_join()}),
-        LoadBalancerGroup(names.CLUSTER_LB_GROUP),
-        LoadBalancerGroup(names.CLUSTER_SWITCH_LB_GROUP),
-        LoadBalancerGroup(names.CLUSTER_ROUTER_LB_GROUP),
-        # Rate limit of NetworkPolicy ACL logging (ovn-kubernetes' default).
-        Meter(names.ACL_LOGGING_METER, unit="pktps", bands=[MeterBand(rate=20)], fair=True),
-    ]
+def has_gateway_router(chassis: str | None, gateway: L3GatewayConfig | None) -> bool:
+    """Whether a node with a subnet and a join address gets its gateway router:
+    once its agent has reported its chassis and a gateway with an address."""
+    return bool(chassis and gateway and gateway.ip_addresses)
 
 
 def node_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterface,
@@ -99,9 +67,10 @@ def node_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterface
             switch=node, external_ids={"ip": str(mgmt_ip)}),
     ]
     if chassis:
-        rows.append(GatewayChassis(f"{rtos}-{chassis}", router_port=rtos,
+        rows.append(GatewayChassis(names.gateway_chassis(rtos, chassis), router_port=rtos,
                                    chassis_name=chassis, priority=1))
-    if chassis and gateway and gateway.ip_addresses:
+    if has_gateway_router(chassis, gateway):
+        assert chassis and gateway
         rows += gateway_rows(config, node, subnet, join_ip, chassis, gateway)
     return rows
 
@@ -179,13 +148,3 @@ def gateway_rows(config: Config, node: str, subnet: IPNetwork, join_ip: IPInterf
     rows.append(LogicalRouterStaticRoute(names.CLUSTER_ROUTER, ip_prefix=f"{join_ip.ip}/32",
                                          nexthop=str(join_ip.ip)))
     return rows
-
-
-def pod_rows(pod: dict[str, Any], node: str, net: PodNetwork) -> list[Row]:
-    md = pod["metadata"]
-    addrs = " ".join([net.mac_address, *(str(i.ip) for i in net.ip_addresses)])
-    return [LogicalSwitchPort(
-        names.pod_port(md["namespace"], md["name"]), switch=node,
-        addresses=[addrs], port_security=[addrs],
-        options={"requested-chassis": node, "iface-id-ver": md.get("uid", "")},
-        external_ids={"namespace": md["namespace"], "pod": "true"})]

@@ -39,6 +39,10 @@ addresses (`selection_fields=ip_src,ip_dst`), as ovn-kubernetes does.
 
 Both address families: a ClusterIP, external IP or node IP only gets
 backends of its own family.
+
+Two stages: `lb_config` reads the Service once (its policies, options, and
+per port the endpoints, classified once); `lb_rows` lays that out as the
+cluster and the per-node load balancers.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from northd_sync.rows import LoadBalancer, Row
 from ovnkube import names
 from ovnkube.config import GR_MASQUERADE_IP, HAIRPIN_MASQUERADE_IP
 
+OWNER_TYPE = "Service"
 Obj = dict[str, Any]
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 DEFAULT_AFFINITY_TIMEOUT = 10800
@@ -70,11 +75,6 @@ def _vip(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
-def lb_name(ns: str, name: str, proto: str, kind: str, node: str | None = None) -> str:
-    base = f"Service_{ns}/{name}_{proto}_{kind}"
-    return f"{base}_{node}" if node else base
-
-
 #: Labels that hand a Service to another proxy (or none), as kube-proxy reads them.
 PROXY_NAME_LABEL = "service.kubernetes.io/service-proxy-name"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
@@ -91,10 +91,26 @@ def wants_lbs(svc: Obj) -> bool:
     return bool(ips) and ips[0] != "None"
 
 
-def _classify(port: Obj, slices: Iterable[Obj]) -> tuple[list[Endpoint], list[Endpoint]]:
-    """(ready, serving+terminating) endpoints of one service port. Named target
-    ports are resolved per slice (the slice's port carries the service port's
-    name and the resolved number)."""
+@dataclass(frozen=True)
+class PortEndpoints:
+    """One service port's endpoints, classified once."""
+    ready: tuple[Endpoint, ...]
+    fallback: tuple[Endpoint, ...]  # serving and terminating
+
+    def use(self, node: str | None = None) -> list[Endpoint]:
+        """Ready endpoints, or serving+terminating ones when none is ready. With
+        `node`, only that node's, the fallback decided for that node alone."""
+        ready, fallback = self.ready, self.fallback
+        if node is not None:
+            ready = tuple(e for e in ready if e.node == node)
+            fallback = tuple(e for e in fallback if e.node == node)
+        return list(ready or fallback)
+
+
+def classify(port: Obj, slices: Iterable[Obj]) -> PortEndpoints:
+    """The ready and serving+terminating endpoints of one service port. Named
+    target ports are resolved per slice (the slice's port carries the service
+    port's name and the resolved number)."""
     pname = port.get("name") or ""
     proto = port.get("protocol") or "TCP"
     ready: list[Endpoint] = []
@@ -121,7 +137,7 @@ def _classify(port: Obj, slices: Iterable[Obj]) -> tuple[list[Endpoint], list[En
                     ready.append(e)
                 elif serving and terminating:
                     fallback.append(e)
-    return _unique(ready), _unique(fallback)
+    return PortEndpoints(tuple(_unique(ready)), tuple(_unique(fallback)))
 
 
 def _unique(eps: Iterable[Endpoint]) -> list[Endpoint]:
@@ -137,11 +153,7 @@ def endpoints_for_port(port: Obj, slices: Iterable[Obj], node: str | None = None
     ones when none is ready. With `node`, only that node's endpoints, the
     fallback decided for that node alone (externalTrafficPolicy and
     internalTrafficPolicy Local)."""
-    ready, fallback = _classify(port, slices)
-    if node is not None:
-        ready = [e for e in ready if e.node == node]
-        fallback = [e for e in fallback if e.node == node]
-    return ready or fallback
+    return classify(port, slices).use(node)
 
 
 def _backends(eps: Sequence[Endpoint], family: int) -> str:
@@ -190,17 +202,36 @@ def _switch_view(eps: Sequence[Endpoint], own_ips: Sequence[str], mgmt: Sequence
     return _unique(out)
 
 
-def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequence[str]],
-                 mgmt_ips: Mapping[str, Sequence[str]] | None = None) -> list[Row]:
-    """All load balancer rows of one Service. `node_ips`: node name -> its
-    gateway IPs (for NodePorts and per-node load balancers); `mgmt_ips`: node
-    name -> its management port IPs (for host-network endpoints)."""
-    if not wants_lbs(svc):
-        return []
+# --- stage 1: the Service, read once -----------------------------------------------
+@dataclass(frozen=True)
+class PortLB:
+    """One service port: where it is served and to which endpoints."""
+    protocol: str
+    port: int
+    node_port: int | None  # only for NodePort and LoadBalancer Services
+    endpoints: tuple[Endpoint, ...]  # cluster-wide choice
+    local: Mapping[str, Sequence[Endpoint]]  # node -> its own; only with a Local policy
+
+
+@dataclass(frozen=True)
+class LBConfig:
+    """What a Service's load balancers are made of."""
+    namespace: str
+    name: str
+    cluster_ips: tuple[str, ...]
+    external: tuple[str, ...]  # externalIPs and LoadBalancer ingress IPs
+    etp_local: bool
+    itp_local: bool
+    options: Mapping[str, str]
+    selection: tuple[str, ...]
+    ports: tuple[PortLB, ...]
+
+
+def lb_config(svc: Obj, slices: Sequence[Obj], nodes: Iterable[str]) -> LBConfig:
+    """A Service (that wants_lbs) and its EndpointSlices, for `nodes` (the
+    nodes with a gateway router)."""
     md, spec = svc["metadata"], svc["spec"]
-    ns, name = md["namespace"], md["name"]
-    cluster_ips = [ip for ip in spec.get("clusterIPs") or [spec["clusterIP"]] if ip]
-    external = list(dict.fromkeys(
+    external = tuple(dict.fromkeys(
         [*(spec.get("externalIPs") or []),
          *(i["ip"] for i in ((svc.get("status") or {}).get("loadBalancer") or {})
            .get("ingress") or [] if i.get("ip"))]))
@@ -209,88 +240,126 @@ def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequenc
     # NodePorts, LoadBalancers and any service with externalIPs.
     etp_local = spec.get("externalTrafficPolicy") == "Local" and (node_ports or bool(external))
     itp_local = spec.get("internalTrafficPolicy") == "Local"
-    options, selection = _options(spec)
-    # The engine adds k8s.ovn.org/owner=<ns>/<name> (the owner), as ovn-kubernetes has it.
-    ext_ids = {"k8s.ovn.org/kind": "Service"}
-
-    # Each port's endpoints, classified once.
-    by_proto: dict[str, list[tuple[Obj, list[Endpoint]]]] = {}
+    nodes = list(nodes)
+    ports = []
     for port in spec.get("ports") or []:
-        by_proto.setdefault(port.get("protocol") or "TCP", []).append(
-            (port, endpoints_for_port(port, slices)))
+        eps = classify(port, slices)
+        ports.append(PortLB(
+            protocol=port.get("protocol") or "TCP", port=port["port"],
+            node_port=port.get("nodePort") if node_ports else None,
+            endpoints=tuple(eps.use()),
+            local={n: eps.use(n) for n in nodes} if (etp_local or itp_local) else {}))
+    options, selection = _options(spec)
+    return LBConfig(
+        namespace=md["namespace"], name=md["name"],
+        cluster_ips=tuple(ip for ip in spec.get("clusterIPs") or [spec["clusterIP"]] if ip),
+        external=external, etp_local=etp_local, itp_local=itp_local,
+        options=options, selection=selection, ports=tuple(ports))
 
-    mgmt_ips = mgmt_ips or {}
+
+# --- stage 2: load balancer rows -----------------------------------------------------
+def _cluster_vips(cfg: LBConfig, ports: Sequence[PortLB]) -> dict[str, str]:
+    """The cluster LB: every VIP no Local policy keeps on a node."""
+    vips: dict[str, str] = {}
+    for p in ports:
+        for ip in () if cfg.itp_local else cfg.cluster_ips:
+            vips[_vip(ip, p.port)] = _backends(p.endpoints, _family(ip))
+        for ip in () if cfg.etp_local else cfg.external:
+            vips[_vip(ip, p.port)] = _backends(p.endpoints, _family(ip))
+    return vips
+
+
+def _router_vips(cfg: LBConfig, ports: Sequence[PortLB], node: str, ips: Sequence[str]
+                 ) -> dict[str, str]:
+    """A node's gateway router LB: its NodePorts, and the external IPs with
+    externalTrafficPolicy=Local (to the node's own endpoints)."""
+    vips: dict[str, str] = {}
+    for p in ports:
+        for ip in cfg.external if cfg.etp_local else ():
+            vips[_vip(ip, p.port)] = _backends(p.local[node], _family(ip))
+        if p.node_port:
+            use = p.local[node] if cfg.etp_local else p.endpoints
+            for ip in _node_port_ips(ips):
+                vips[_vip(ip, p.node_port)] = _backends(use, _family(ip))
+    return vips
+
+
+def _switch_vips(cfg: LBConfig, ports: Sequence[PortLB], node: str, ips: Sequence[str],
+                 mgmt: Sequence[str], host_eps: bool) -> dict[str, str]:
+    """A node's switch LB: the ClusterIPs with internalTrafficPolicy=Local (to
+    the node's own endpoints), every VIP of a Service with host-network
+    endpoints, the external IPs with externalTrafficPolicy=Local, and the
+    node's own NodePorts."""
+    def backends(eps: Sequence[Endpoint], ip: str) -> str:
+        return _backends(_switch_view(eps, ips, mgmt), _family(ip))
+
+    vips: dict[str, str] = {}
+    for p in ports:
+        for ip in cfg.cluster_ips:
+            if cfg.itp_local:
+                vips[_vip(ip, p.port)] = backends(p.local[node], ip)
+            elif host_eps:
+                vips[_vip(ip, p.port)] = backends(p.endpoints, ip)
+        for ip in cfg.external if (cfg.etp_local or host_eps) else ():
+            vips[_vip(ip, p.port)] = backends(p.endpoints, ip)
+        # A pod's own node's NodePort is balanced at its switch, before
+        # routing (which hands the node's address to the host), with every
+        # endpoint: to kube-proxy that traffic is neither external nor
+        # internal and takes Cluster.
+        if p.node_port:
+            for ip in ips:
+                vips[_vip(ip, p.node_port)] = backends(p.endpoints, ip)
+    return vips
+
+
+def _lb(cfg: LBConfig, proto: str, kind: str, node: str | None, vips: dict[str, str],
+        options: Mapping[str, str], groups: Sequence[str] = (),
+        routers: Sequence[str] = (), switches: Sequence[str] = ()) -> LoadBalancer:
+    # The engine adds k8s.ovn.org/owner=<ns>/<name> (the owner), as ovn-kubernetes has it.
+    return LoadBalancer(names.service_lb(cfg.namespace, cfg.name, proto, kind, node),
+                        vips=vips, protocol=proto.lower(), options=options,
+                        selection_fields=cfg.selection,
+                        external_ids={"k8s.ovn.org/kind": "Service"},
+                        groups=groups, routers=routers, switches=switches)
+
+
+def lb_rows(cfg: LBConfig, node_ips: Mapping[str, Sequence[str]],
+            mgmt_ips: Mapping[str, Sequence[str]]) -> list[Row]:
+    """Per protocol: the cluster LB, then each node's router and switch LBs.
+    `node_ips`: the nodes with a gateway router -> their gateway IPs;
+    `mgmt_ips`: node -> its management port IPs."""
     # A Service with a host-network endpoint on a node is balanced per node
     # switch (that node's own endpoint seen through its management port), the
     # cluster LB then only on the gateway routers, as ovn-kubernetes does.
     host_eps = any(e.ip in node_ips.get(e.node or "", ()) and mgmt_ips.get(e.node or "")
-                   for ports in by_proto.values() for _, eps in ports for e in eps)
-
-    def switch_backends(eps: Sequence[Endpoint], node: str, fam: int) -> str:
-        return _backends(_switch_view(eps, node_ips[node], mgmt_ips.get(node, ())), fam)
-
+                   for p in cfg.ports for e in p.endpoints)
+    router_opts = {**cfg.options, "skip_snat": "true"} if cfg.etp_local else cfg.options
     rows: list[Row] = []
-    for proto, ports in by_proto.items():
-        cluster_vips: dict[str, str] = {}
-        node_router_vips: dict[str, dict[str, str]] = {n: {} for n in node_ips}
-        node_switch_vips: dict[str, dict[str, str]] = {n: {} for n in node_ips}
-        for port, eps in ports:
-            local = {n: endpoints_for_port(port, slices, n) for n in node_ips} \
-                if (etp_local or itp_local) else {}
-            for ip in cluster_ips:
-                vip, fam = _vip(ip, port["port"]), _family(ip)
-                if itp_local:
-                    for node in node_ips:
-                        node_switch_vips[node][vip] = switch_backends(local[node], node, fam)
-                    continue
-                cluster_vips[vip] = _backends(eps, fam)
-                if host_eps:
-                    for node in node_ips:
-                        node_switch_vips[node][vip] = switch_backends(eps, node, fam)
-            for ip in external:
-                vip, fam = _vip(ip, port["port"]), _family(ip)
-                if etp_local:
-                    for node in node_ips:
-                        node_router_vips[node][vip] = _backends(local[node], fam)
-                        node_switch_vips[node][vip] = switch_backends(eps, node, fam)
-                    continue
-                cluster_vips[vip] = _backends(eps, fam)
-                if host_eps:
-                    for node in node_ips:
-                        node_switch_vips[node][vip] = switch_backends(eps, node, fam)
-            node_port = port.get("nodePort")
-            if node_port and node_ports:
-                for node, ips in node_ips.items():
-                    use = local[node] if etp_local else eps
-                    for ip in _node_port_ips(ips):
-                        node_router_vips[node][_vip(ip, node_port)] = _backends(
-                            use, _family(ip))
-                    # A pod's own node's NodePort is balanced at its switch,
-                    # before routing (which hands the node's address to the
-                    # host), with every endpoint: to kube-proxy that traffic
-                    # is neither external nor internal and takes Cluster.
-                    for ip in ips:
-                        node_switch_vips[node][_vip(ip, node_port)] = switch_backends(
-                            eps, node, _family(ip))
-        proto_l = proto.lower()
-        if cluster_vips:
-            rows.append(LoadBalancer(lb_name(ns, name, proto, "cluster"), vips=cluster_vips,
-                                     protocol=proto_l, options=options,
-                                     selection_fields=selection, external_ids=ext_ids,
-                                     groups=[names.CLUSTER_ROUTER_LB_GROUP if host_eps
-                                             else names.CLUSTER_LB_GROUP]))
+    for proto in dict.fromkeys(p.protocol for p in cfg.ports):
+        ports = [p for p in cfg.ports if p.protocol == proto]
+        vips = _cluster_vips(cfg, ports)
+        if vips:
+            rows.append(_lb(cfg, proto, "cluster", None, vips, cfg.options, groups=[
+                names.CLUSTER_ROUTER_LB_GROUP if host_eps else names.CLUSTER_LB_GROUP]))
         for node in sorted(node_ips):
-            if node_router_vips[node]:
-                opts = dict(options)
-                if etp_local:
-                    opts["skip_snat"] = "true"
-                rows.append(LoadBalancer(
-                    lb_name(ns, name, proto, "node_router", node), vips=node_router_vips[node],
-                    protocol=proto_l, options=opts, selection_fields=selection,
-                    external_ids=ext_ids, routers=[names.gateway_router(node)]))
-            if node_switch_vips[node]:
-                rows.append(LoadBalancer(
-                    lb_name(ns, name, proto, "node_switch", node), vips=node_switch_vips[node],
-                    protocol=proto_l, options=options, selection_fields=selection,
-                    external_ids=ext_ids, switches=[node]))
+            vips = _router_vips(cfg, ports, node, node_ips[node])
+            if vips:
+                rows.append(_lb(cfg, proto, "node_router", node, vips, router_opts,
+                                routers=[names.gateway_router(node)]))
+            vips = _switch_vips(cfg, ports, node, node_ips[node], mgmt_ips.get(node, ()),
+                                host_eps)
+            if vips:
+                rows.append(_lb(cfg, proto, "node_switch", node, vips, cfg.options,
+                                switches=[node]))
     return rows
+
+
+def service_rows(svc: Obj, slices: Sequence[Obj], node_ips: Mapping[str, Sequence[str]],
+                 mgmt_ips: Mapping[str, Sequence[str]] | None = None) -> list[Row]:
+    """All load balancer rows of one Service. `node_ips`: node name -> its
+    gateway IPs (the nodes with a gateway router, for NodePorts and per-node
+    load balancers); `mgmt_ips`: node name -> its management port IPs (for
+    host-network endpoints)."""
+    if not wants_lbs(svc):
+        return []
+    return lb_rows(lb_config(svc, slices, node_ips), node_ips, mgmt_ips or {})
