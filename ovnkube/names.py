@@ -74,6 +74,11 @@ def pod_port(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"
 
 
+def join_router_ip(join_subnet: IPNetwork) -> IPAddress:
+    """.1 of the join subnet: the cluster router's `rtoj-` port."""
+    return join_subnet.network_address + 1
+
+
 def node_gateway_ip(subnet: IPNetwork) -> IPAddress:
     """.1 of a node subnet: the cluster router's port, the pods' gateway."""
     return subnet.network_address + 1

@@ -145,8 +145,8 @@ def pod_pool(subnet: IPNetwork) -> IPPool:
 
 
 def join_pool(join_subnet: IPNetwork) -> IPPool:
-    """Join-switch addresses; .1 is the cluster router's `rtoj-` port."""
-    return IPPool(join_subnet, [join_subnet.network_address + 1])
+    """Join-switch addresses, less the cluster router's."""
+    return IPPool(join_subnet, [names.join_router_ip(join_subnet)])
 
 
 class NodePools:

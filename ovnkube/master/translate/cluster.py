@@ -30,9 +30,9 @@ def owner(owner_type: str, name: str) -> Owner:
 
 
 def join_router_ip(config: Config) -> IPInterface:
-    """The cluster router's address on the join switch (.1 of the join subnet)."""
+    """The cluster router's address on the join switch."""
     return ipaddress.ip_interface(
-        f"{config.join_subnet.network_address + 1}/{config.join_subnet.prefixlen}")
+        f"{names.join_router_ip(config.join_subnet)}/{config.join_subnet.prefixlen}")
 
 
 def cluster_rows(config: Config) -> list[Row]:
