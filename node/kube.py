@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from tenacity import (
 )
 from urllib3.exceptions import HTTPError
 
+from cni.shim import REPLY_TIMEOUT
 from ovnkube.informer import Informer
 from ovnkube.kubeclient import Obj, ResourceAPI, api_client, post_event
 
@@ -70,14 +72,25 @@ class Kube:
             reason, message, component="ovnkube-node", host=self.node_name)
 
 
+#: How long a deleted pod's UID is remembered, so that CNI calls for it fail
+#: fast (PodGone) instead of waiting out their timeouts: twice the longest a
+#: call can last (the shim gives up after REPLY_TIMEOUT), so every call that
+#: started before the deletion, and a late one soon after it, still sees it.
+DELETED_UID_RETENTION = 2 * REPLY_TIMEOUT
+
+
 class PodCache:
     """Pods on this node, kept current by the shared Informer (one list+watch
     in a thread; it relists after any failure: 410 Gone, apiserver restart...)."""
 
-    def __init__(self, kube: Kube) -> None:
+    def __init__(self, kube: Kube, deleted_retention: float = DELETED_UID_RETENTION,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.kube = kube
         self.pods: dict[tuple[str, str], PodInfo] = {}
-        self.deleted_uids: set[str] = set()
+        # UID -> when its deletion was seen, oldest first; pruned by age.
+        self.deleted_uids: dict[str, float] = {}
+        self.deleted_retention = deleted_retention
+        self._clock = clock
         self.cond = threading.Condition()
         self.informer = Informer(ResourceAPI(kube.api_client, "/api/v1/pods", "Pod",
                                              field_selector=f"spec.nodeName={kube.node_name}"))
@@ -106,11 +119,21 @@ class PodCache:
                 if old is not None:
                     info = self._info(old)
                     self.pods.pop((info.namespace, info.name), None)
-                    self.deleted_uids.add(info.uid)
+                    now = self._clock()
+                    self._forget_deleted_before(now - self.deleted_retention)
+                    self.deleted_uids.pop(info.uid, None)  # re-inserted last: oldest first
+                    self.deleted_uids[info.uid] = now
             else:
                 info = self._info(new)
                 self.pods[(info.namespace, info.name)] = info
             self.cond.notify_all()
+
+    def _forget_deleted_before(self, cutoff: float) -> None:
+        while self.deleted_uids:
+            uid, seen = next(iter(self.deleted_uids.items()))
+            if seen >= cutoff:
+                return
+            del self.deleted_uids[uid]
 
     def get(self, namespace: str, name: str) -> PodInfo | None:
         with self.cond:
