@@ -161,6 +161,12 @@ class Timings:
 
 
 @dataclass
+class _ContainerLock:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0  # calls holding or waiting for `lock`
+
+
+@dataclass
 class CniHandler:
     """The verbs, independent of HTTP."""
 
@@ -172,15 +178,25 @@ class CniHandler:
     annotation_timeout: float
     ovn_installed_timeout: float
     not_ready: Callable[[], str]  # "" when ready to serve ADD, else why not
-    _locks: dict[str, threading.Lock] = field(default_factory=dict)
+    # Containers with a call in flight only: an entry goes with its last call.
+    _locks: dict[str, _ContainerLock] = field(default_factory=dict)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock)
 
     @contextlib.contextmanager
     def _container_lock(self, cid: str) -> Iterator[None]:
+        """Serialise the calls for one container. While any call holds or waits
+        for the entry it stays, so every concurrent call gets the same lock."""
         with self._locks_guard:
-            lock = self._locks.setdefault(cid, threading.Lock())
-        with lock:
-            yield
+            entry = self._locks.setdefault(cid, _ContainerLock())
+            entry.users += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with self._locks_guard:
+                entry.users -= 1
+                if not entry.users:
+                    del self._locks[cid]
 
     def handle(self, req: CniRequest, timings: Timings) -> dict[str, Any] | None:
         if req.command == "VERSION":
