@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: deps test lint demo demo-down bench e2e-upstream e2e-helm clean-leftovers
+.PHONY: deps test lint demo demo-down bench e2e-upstream e2e-helm chaos clean-leftovers
 
 deps:
 	bash hack/install-deps.sh
@@ -14,7 +14,13 @@ lint: deps
 	$(VENV)/bin/mypy
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not chaos" $(PYTEST_ARGS)
+
+# Faults under load (docs/RELIABILITY.md): OVN central, the master, the
+# apiserver and each node's daemons killed while a Deployment scales up.
+CHAOS_PODS ?= 60
+chaos: deps
+	OVNKUBE_CHAOS_PODS=$(CHAOS_PODS) $(PY) -m pytest -m chaos -s $(PYTEST_ARGS) tests/test_chaos_*.py
 
 demo: deps
 	$(PY) -m localcluster.demo

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -98,6 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     for cmd in ("down", "status", "kubeconfig", "helm-values"):
         sp = sub.add_parser(cmd)
         sp.add_argument("--name", default="ovnk")
+    for cmd, what in (("kill", "kill a daemon (SIGKILL unless --signal)"),
+                      ("start", "start a killed daemon again, as `up` started it"),
+                      ("restart", "kill a daemon and start it again")):
+        sp = sub.add_parser(cmd, help=what)
+        sp.add_argument("daemon", help="as `status` lists it, e.g. ovnnb_db, ovnkube-node")
+        sp.add_argument("--name", default="ovnk")
+        sp.add_argument("--node", default=None, help="for the daemons every node runs")
+        if cmd != "start":
+            sp.add_argument("--signal", default="KILL", help="e.g. TERM (default KILL)")
     for cmd, (names, target) in PASS_THROUGH.items():
         sub.add_parser(cmd, help=f"[{' X] ['.join(names)} X]"
                        + (" TARGET" if target else "") + " [--] ARGS... (passed on as given)")
@@ -155,6 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "kubeconfig":
             print(c.s.kubeconfig)
             return 0
+        if a.cmd in ("kill", "start", "restart"):
+            from localcluster import faults
+            rec = faults.find(c, a.daemon, a.node)
+            if a.cmd != "start":
+                faults.kill(c, rec, _signal(a.signal))
+            if a.cmd != "kill":
+                faults.start(c, rec)
+            print(f"{a.cmd}: {rec.name}" + (f" on {rec.node}" if rec.node else "")
+                  + (f", now pid {rec.pid}" if a.cmd != "kill" else ""))
+            return 0
         if a.cmd == "helm-values":
             from localcluster import helmvalues
             print(helmvalues.write(c.s))
@@ -163,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ovnkube-local: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _signal(name: str) -> int:
+    n = name.upper().removeprefix("SIG")
+    try:
+        return int(signal.Signals[f"SIG{n}"])
+    except KeyError:
+        raise ValueError(f"--signal {name!r}: not a signal name (e.g. KILL, TERM)") from None
 
 
 def pass_through(cmd: str, opts: dict[str, str], target: str | None, rest: list[str]) -> int:

@@ -102,8 +102,9 @@ class Cluster:
     def step(self, msg: str) -> None:
         self.progress(f"[{time.monotonic() - self._t0:5.1f}s] {msg}")
 
-    def _record(self, d: Daemon) -> None:
-        self.s.daemons.append(DaemonRecord(d.name, d.pid, d.netns, str(d.log_path)))
+    def _record(self, d: Daemon, node: str = "") -> None:
+        self.s.daemons.append(DaemonRecord(d.name, d.pid, d.netns, str(d.log_path),
+                                           list(d.argv), dict(d.env), node))
         self.s.save()
 
     def _ns(self, suffix: str) -> str:
@@ -205,7 +206,7 @@ class Cluster:
             ovs.start(bridge=None)
             s.ovs_nodes[node] = str(ovs.workdir)
             for dm in ovs.daemons.daemons:
-                self._record(dm)
+                self._record(dm, node)
             cni_bin, cni_conf = d / "cni" / "bin", d / "cni" / "net.d"
         else:  # where a plugin's installer writes them on a real node
             cni_bin, cni_conf = Path(shim.DEFAULT_BIN_DIR), Path(shim.DEFAULT_CONF_DIR)
@@ -217,10 +218,10 @@ class Cluster:
             Path(s.dir) / "kube" / "pki" / "ca.crt", cni_conf, cni_bin,
             s.pod_netns_prefix(node), cluster_dns=[dns.DNS_SERVICE_IP],
             control_plane=node == s.control_plane, mount_ns=mount_ns)
-        self._record(runtime.start())
+        self._record(runtime.start(), node)
         sock = realkubelet.cri_socket_path(d)
         runtime.wait_until(sock.exists, timeout=60, what=f"serving on {sock}")
-        self._record(kubelet.start())
+        self._record(kubelet.start(), node)
         if ovs is not None:
             self._network_agents(node, ns, ovs, cni_bin, cni_conf)
 
@@ -237,11 +238,11 @@ class Cluster:
             f"--cni-log-file={d / 'cni.log'}", f"--cluster-subnets={CLUSTER_CIDR}",
             f"--k8s-service-cidr={SERVICE_CIDR}",
         ], d / "ovnkube-node.log", netns=ns, env={"PYTHONPATH": str(ROOT)}).start()
-        self._record(agent)
+        self._record(agent, node)
         ctl = OvnController(ovs, s.sb_address, node, s.node_ip(node), configure=False)
         ctl.start()
         for dm in ctl.daemons.daemons:
-            self._record(dm)
+            self._record(dm, node)
 
     # --- queries -------------------------------------------------------------
     def pod_netns(self, node: str, uid: str) -> str:

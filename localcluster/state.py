@@ -41,6 +41,11 @@ class DaemonRecord:
     pid: int
     netns: str | None
     log: str
+    #: how to start it again (localcluster.faults): command line, extra environment
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    #: the node it serves ("" for the control plane's own: central, master, apiserver)
+    node: str = ""
 
 
 @dataclass

@@ -188,6 +188,25 @@ def kube_client(kube_api: KubeControlPlane):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def chaos_cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A 2-node `ovnkube-local` cluster of its own for the fault tests (they
+    kill its daemons), with the chaos workload set up (tests/chaos.py)."""
+    need_root()
+    need_kube()
+    from localcluster.cluster import Cluster
+    from tests.chaos import Chaos
+    from tests.e2e_helpers import E2E
+
+    c = Cluster.create(f"chaos{secrets.token_hex(2)}", 2)
+    try:
+        ch = Chaos(E2E(c), tmp_path_factory.mktemp("chaos"))
+        ch.set_up()
+        yield ch
+    finally:
+        c.down()
+
+
+@pytest.fixture(scope="session")
 def local_cluster():  # type: ignore[no-untyped-def]
     """A 2-node `ovnkube-local` cluster (real control plane, OVN, OVS, kubelets)."""
     need_root()
