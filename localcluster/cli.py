@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--name", default="ovnk")
     up.add_argument("--retain", action="store_true",
                     help="on a failed bring-up keep what was made, to look at (like kind's)")
+    up.add_argument("--db-replicas", type=int, default=1, choices=(1, 3, 5),
+                    help="3 or 5: the NB and SB as raft clusters of that many members")
     up.add_argument("--cni", default="ovn", choices=lc.CNIS,
                     help="none: no network plugin, nodes NotReady until one is installed "
                          "(kind's disableDefaultCNI), e.g. with the Helm chart")
@@ -127,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if a.cmd == "up":
             t0 = time.monotonic()
-            c = lc.Cluster.create(a.name, a.nodes, _progress, retain=a.retain, cni=a.cni)
+            c = lc.Cluster.create(a.name, a.nodes, _progress, retain=a.retain, cni=a.cni,
+                                  db_replicas=a.db_replicas)
             print(f"up in {time.monotonic() - t0:.1f}s\n"
                   f"kubeconfig: {c.s.kubeconfig}\n"
                   f"  export KUBECONFIG={c.s.kubeconfig}")
@@ -211,10 +214,10 @@ def pass_through(cmd: str, opts: dict[str, str], target: str | None, rest: list[
                                        str(c.node_mount_ns(target)), c.s.node_netns(target),
                                        *rest])
         if cmd in ("nbctl", "sbctl"):
-            prog, sock, addr = (("ovn-nbctl", c.s.nb_sock, c.s.nb_address) if cmd == "nbctl"
-                                else ("ovn-sbctl", c.s.sb_sock, c.s.sb_address))
+            prog, unix, addr = (("ovn-nbctl", c.s.nb_unix, c.s.nb_address) if cmd == "nbctl"
+                                else ("ovn-sbctl", c.s.sb_unix, c.s.sb_address))
             if c.s.cni == "ovn":
-                os.execvp(prog, [prog, f"--db=unix:{sock}", *rest])
+                os.execvp(prog, [prog, f"--db={unix}", *rest])
             # the databases of a network installed later listen on the control plane
             return _exec_in(c.s.netns("cp"), [prog, "--no-leader-only", f"--db={addr}", *rest])
         if cmd == "vsctl":

@@ -68,8 +68,13 @@ class Cluster:
     # --- bring-up ------------------------------------------------------------
     @classmethod
     def create(cls, name: str, nodes: int, progress: Progress | None = None,
-               retain: bool = False, cni: str = "ovn") -> Cluster:
+               retain: bool = False, cni: str = "ovn", db_replicas: int = 1) -> Cluster:
         check_name(name)
+        if db_replicas not in (1, 3, 5):
+            raise ValueError(f"--db-replicas {db_replicas}: want 1, 3 or 5")
+        if db_replicas > 1 and cni != "ovn":
+            raise ValueError("--db-replicas is for the OVN central `up` brings; with --cni none "
+                             "the chart's ovn.dbReplicas sets it")
         if not 1 <= nodes <= 50:
             raise ValueError(f"--nodes {nodes}: want 1 to 50")
         if cni not in CNIS:
@@ -85,7 +90,8 @@ class Cluster:
         index = next(i for i in range(0, 250) if i not in used_indexes())
         d.mkdir(parents=True, exist_ok=True)
         state = State(name, index, node_names(name, nodes), str(d),
-                      control_plane=f"{name}-control-plane", cni=cni)
+                      control_plane=f"{name}-control-plane", cni=cni,
+                      db_replicas=db_replicas)
         state.save()
         c = cls(state, progress)
         try:
@@ -128,8 +134,10 @@ class Cluster:
         self._uplink(ul, cp, "v-cp", s.cp_ip)
 
         if s.cni == "ovn":
-            self.step("OVN central: NB, SB, ovn-northd")
-            central = OvnCentral(base / "central", netns=cp, tcp_host=s.cp_ip)
+            self.step("OVN central: NB, SB, ovn-northd" + (
+                f" (NB and SB raft clusters of {s.db_replicas})" if s.db_replicas > 1 else ""))
+            central = OvnCentral(base / "central", netns=cp, tcp_host=s.cp_ip,
+                                 replicas=s.db_replicas)
             central.start()
             for d in central.daemons.daemons:
                 self._record(d)
@@ -176,7 +184,7 @@ class Cluster:
         s = self.s
         self.step("ovnkube master")
         master = Daemon("ovnkube-master", [
-            sys.executable, "-m", "ovnkube.cli", "master", f"--nb-address=unix:{s.nb_sock}",
+            sys.executable, "-m", "ovnkube.cli", "master", f"--nb-address={s.nb_unix}",
             f"--k8s-kubeconfig={s.inner_kubeconfig}", f"--cluster-subnets={CLUSTER_CIDR}",
             f"--k8s-service-cidr={SERVICE_CIDR}", "--lease-namespace=kube-system",
         ], Path(s.dir) / "ovnkube-master.log", netns=s.netns("cp"),
@@ -270,7 +278,7 @@ class Cluster:
 
     def nbctl(self, *args: str) -> str:
         if self.s.cni == "ovn":
-            return run(["ovn-nbctl", f"--db=unix:{self.s.nb_sock}", *args])
+            return run(["ovn-nbctl", f"--db={self.s.nb_unix}", *args])
         # A network installed later: its databases listen on the control plane
         # (a raft member there may follow; it relays writes to the leader).
         return run(["ovn-nbctl", "--no-leader-only", f"--db={self.s.nb_address}", *args],
@@ -278,7 +286,7 @@ class Cluster:
 
     def sbctl(self, *args: str) -> str:
         if self.s.cni == "ovn":
-            return run(["ovn-sbctl", f"--db=unix:{self.s.sb_sock}", *args])
+            return run(["ovn-sbctl", f"--db={self.s.sb_unix}", *args])
         return run(["ovn-sbctl", "--no-leader-only", f"--db={self.s.sb_address}", *args],
                    netns=self.s.netns("cp"))
 

@@ -5,7 +5,9 @@ and optionally inside a network namespace."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -64,32 +66,60 @@ class OvnCentral:
     sb_port: int = 6642
     daemons: DaemonSet = field(default_factory=DaemonSet)
 
+    #: raft members of each database (1: a standalone server per database)
+    replicas: int = 1
+
+    def member_sock(self, which: str, i: int = 0) -> Path:
+        return self.workdir / (f"ovn{which}_db.sock" if self.replicas == 1
+                               else f"ovn{which}_db-{i}.sock")
+
+    def member_name(self, which: str, i: int = 0) -> str:
+        return f"ovn{which}_db" if self.replicas == 1 else f"ovn{which}_db-{i}"
+
+    def client_port(self, which: str, i: int = 0) -> int:
+        return (self.nb_port if which == "nb" else self.sb_port) + 10 * i
+
+    def raft_port(self, which: str, i: int) -> int:
+        return self.client_port(which, i) + 2
+
     @property
     def nb_sock(self) -> Path:
-        return self.workdir / "ovnnb_db.sock"
+        return self.member_sock("nb")
 
     @property
     def sb_sock(self) -> Path:
-        return self.workdir / "ovnsb_db.sock"
+        return self.member_sock("sb")
+
+    def _unix(self, which: str) -> str:
+        return ",".join(f"unix:{self.member_sock(which, i)}" for i in range(self.replicas))
+
+    def _tcp(self, which: str) -> str | None:
+        if not self.tcp_host:
+            return None
+        return ",".join(f"tcp:{self.tcp_host}:{self.client_port(which, i)}"
+                        for i in range(self.replicas))
 
     @property
     def nb_unix(self) -> str:
-        return f"unix:{self.nb_sock}"
+        """The NB's unix remote(s): comma-separated members of a raft cluster."""
+        return self._unix("nb")
 
     @property
     def sb_unix(self) -> str:
-        return f"unix:{self.sb_sock}"
+        return self._unix("sb")
 
     @property
     def nb_tcp(self) -> str | None:
-        return f"tcp:{self.tcp_host}:{self.nb_port}" if self.tcp_host else None
+        return self._tcp("nb")
 
     @property
     def sb_tcp(self) -> str | None:
-        return f"tcp:{self.tcp_host}:{self.sb_port}" if self.tcp_host else None
+        return self._tcp("sb")
 
     def start(self) -> OvnCentral:
         require_binaries("ovsdb-server", "ovsdb-tool", "ovn-northd", "ovn-nbctl")
+        if self.replicas not in (1, 3, 5):
+            raise ValueError(f"database replicas {self.replicas}: want 1, 3 or 5")
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self.start_db("nb")
@@ -101,21 +131,57 @@ class OvnCentral:
         return self
 
     def start_db(self, which: str) -> Daemon:
+        """The database's server, or its raft members (returns the first)."""
         schema = OVN_NB_SCHEMA if which == "nb" else OVN_SB_SCHEMA
-        db = self.workdir / f"ovn{which}_db.db"
-        if not db.exists():
-            run(["ovsdb-tool", "create", str(db), str(schema)])
-        sock = self.nb_sock if which == "nb" else self.sb_sock
-        port = self.nb_port if which == "nb" else self.sb_port
-        remotes = (f"ptcp:{port}:{self.tcp_host}",) if self.tcp_host else ()
-        d = self.daemons.start(_ovsdb_server(f"ovn{which}_db", db, sock, self.workdir,
-                                             self.netns, remotes))
-        d.wait_until(lambda: sock.exists() and _ovsdb_ready(f"unix:{sock}"),
-                     what="serving its unix socket")
-        if self.tcp_host:
-            d.wait_until(lambda: _ovsdb_ready(f"tcp:{self.tcp_host}:{port}", self.netns),
-                         what=f"serving TCP on {self.tcp_host}:{port}")
-        return d
+        dbname = "OVN_Northbound" if which == "nb" else "OVN_Southbound"
+        host = self.tcp_host or "127.0.0.1"
+        dbs = [self.workdir / f"{self.member_name(which, i)}.db" for i in range(self.replicas)]
+        if not dbs[0].exists():
+            if self.replicas == 1:
+                run(["ovsdb-tool", "create", str(dbs[0]), str(schema)])
+            else:
+                run(["ovsdb-tool", "create-cluster", str(dbs[0]), str(schema),
+                     f"tcp:{host}:{self.raft_port(which, 0)}"])
+                for i in range(1, self.replicas):
+                    run(["ovsdb-tool", "join-cluster", str(dbs[i]), dbname,
+                         f"tcp:{host}:{self.raft_port(which, i)}",
+                         f"tcp:{host}:{self.raft_port(which, 0)}"])
+        started = []
+        for i, db in enumerate(dbs):
+            sock = self.member_sock(which, i)
+            port = self.client_port(which, i)
+            remotes = (f"ptcp:{port}:{self.tcp_host}",) if self.tcp_host else ()
+            d = self.daemons.start(_ovsdb_server(self.member_name(which, i), db, sock,
+                                                 self.workdir, self.netns, remotes))
+            d.wait_until(sock.exists, what="creating its unix socket")
+            started.append(d)
+        for i, d in enumerate(started):
+            sock = self.member_sock(which, i)
+            d.wait_until(functools.partial(_ovsdb_ready, f"unix:{sock}"),
+                         timeout=60, what="serving its unix socket")
+            if self.tcp_host:
+                port = self.client_port(which, i)
+                d.wait_until(functools.partial(_ovsdb_ready, f"tcp:{self.tcp_host}:{port}",
+                                               self.netns),
+                             what=f"serving TCP on {self.tcp_host}:{port}")
+        if self.replicas > 1:
+            started[0].wait_until(lambda: self.raft_roles(which).count("leader") == 1
+                                  and "" not in self.raft_roles(which), timeout=60,
+                                  what=f"one {dbname} raft leader among {self.replicas}")
+        return started[0]
+
+    def raft_roles(self, which: str) -> list[str]:
+        """Each member's raft role ("leader", "follower", ...; "" if it does not
+        answer or has not joined)."""
+        dbname = "OVN_Northbound" if which == "nb" else "OVN_Southbound"
+        roles = []
+        for i in range(self.replicas):
+            ctl = self.workdir / f"{self.member_name(which, i)}.ctl"
+            out = run(["ovs-appctl", "-t", str(ctl), "cluster/status", dbname],
+                      check=False, timeout=10)
+            m = re.search(r"^Role: (\w+)", out, re.M)
+            roles.append(m.group(1) if m and "Status: cluster member" in out else "")
+        return roles
 
     def start_northd(self) -> Daemon:
         d = self.daemons.start(Daemon(

@@ -60,6 +60,7 @@ class State:
     ovs_nodes: dict[str, str] = field(default_factory=dict)  # node -> its OVS dir
     control_plane: str = ""  # the control-plane node, like kind's (tainted NoSchedule)
     cni: str = "ovn"  # "none": no network plugin, as kind's disableDefaultCNI
+    db_replicas: int = 1  # 3: NB and SB are raft clusters of 3 members each
 
     @property
     def all_nodes(self) -> list[str]:
@@ -89,22 +90,31 @@ class State:
     def inner_kubeconfig(self) -> Path:
         return Path(self.dir) / "kube" / "cluster.kubeconfig"
 
-    @property
-    def nb_sock(self) -> Path:
-        return Path(self.dir) / "central" / "ovnnb_db.sock"
+    def _members(self, which: str) -> list[int]:
+        return list(range(self.db_replicas)) if self.cni == "ovn" else [0]
+
+    def _sock(self, which: str, i: int) -> Path:
+        name = f"ovn{which}_db" + (f"-{i}" if self.db_replicas > 1 else "")
+        return Path(self.dir) / "central" / f"{name}.sock"
 
     @property
-    def sb_sock(self) -> Path:
-        return Path(self.dir) / "central" / "ovnsb_db.sock"
+    def nb_unix(self) -> str:
+        """The NB's unix socket(s) (OVN central of `up`; comma-separated raft
+        members with db_replicas > 1)."""
+        return ",".join(f"unix:{self._sock('nb', i)}" for i in self._members("nb"))
+
+    @property
+    def sb_unix(self) -> str:
+        return ",".join(f"unix:{self._sock('sb', i)}" for i in self._members("sb"))
 
     @property
     def nb_address(self) -> str:
         """Where the NB listens to clients on the underlay (the chart's too)."""
-        return f"tcp:{self.cp_ip}:6641"
+        return ",".join(f"tcp:{self.cp_ip}:{6641 + 10 * i}" for i in self._members("nb"))
 
     @property
     def sb_address(self) -> str:
-        return f"tcp:{self.cp_ip}:6642"
+        return ",".join(f"tcp:{self.cp_ip}:{6642 + 10 * i}" for i in self._members("sb"))
 
     def netns(self, suffix: str) -> str:
         return f"{netns_prefix(self.name)}{suffix}"
