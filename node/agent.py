@@ -310,6 +310,7 @@ class Agent:
         assert self.ovs is not None and self.kube is not None
         addrs: list[IPInterface] = []
         routes: list[tuple[IPNetwork, IPAddress]] = []
+        sources: dict[IPNetwork, IPAddress] = {}
         for sn in subnets:
             gw = names.node_gateway_ip(sn)
             addrs.append(ipaddress.ip_interface(f"{names.node_mgmt_ip(sn)}/{sn.prefixlen}"))
@@ -321,13 +322,26 @@ class Agent:
                     routes.append((svc, gw))
             if sn.version == 4:  # the host's hairpin replies (node/mgmt_nat.py)
                 routes.append((ipaddress.ip_network(f"{HAIRPIN_MASQUERADE_IP}/32"), gw))
+            if o.common.join_subnet.version == sn.version:
+                # Replies of a host-network Service endpoint to a gateway
+                # router that reached it through this port, SNATed to the
+                # router's join address (NodePorts; translate/service.py).
+                # From the node's address, which mgmt_nat DNATed these
+                # connections to: a UDP server bound to the wildcard address
+                # answers from the route's source, and conntrack un-DNATs
+                # only an answer from the node's address.
+                routes.append((o.common.join_subnet, gw))
+                src = next((i.ip for i in node_ips if i.version == sn.version), None)
+                if src is not None:
+                    sources[o.common.join_subnet] = src
         mac = mac_from_ip(addrs[0].ip)
         self.ovs.add_port(BRIDGE, MGMT_PORT, iface_type="internal",
                           external_ids={"iface-id": names.mgmt_port(o.node_name)}, mac=mac)
         netlink.wait_link(MGMT_PORT, 30)
         if self.netdev:
             netlink.tx_checksum_off(MGMT_PORT)
-        netlink.configure_host_iface(MGMT_PORT, mac, addrs, o.common.mtu, routes)
+        netlink.configure_host_iface(MGMT_PORT, mac, addrs, o.common.mtu, routes,
+                                     sources=sources)
         try:
             mgmt_nat.install(MGMT_PORT, addrs, node_ips)
         except (RuntimeError, OSError) as e:

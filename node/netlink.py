@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -177,12 +177,15 @@ class PodIface:
     pod_index: int
 
 
-def _route_spec(dst: IPNetwork, gw: IPAddress | None, oif: int) -> dict[str, Any]:
+def _route_spec(dst: IPNetwork, gw: IPAddress | None, oif: int,
+                src: IPAddress | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {"dst": str(dst.network_address), "dst_len": dst.prefixlen,
                             "oif": oif, "family": socket.AF_INET if dst.version == 4
                             else socket.AF_INET6}
     if gw is not None:
         spec["gateway"] = str(gw)
+    if src is not None:
+        spec["prefsrc"] = str(src)
     return spec
 
 
@@ -297,8 +300,10 @@ def read_pod_iface(netns: str, ifname: str) -> PodIfaceState | None:
 
 def configure_host_iface(name: str, mac: str | None, addresses: list[IPInterface],
                          mtu: int | None, routes: list[tuple[IPNetwork, IPAddress]],
-                         scope: int = RT_SCOPE_UNIVERSE) -> None:
-    """Idempotently give a host interface its MAC, addresses, MTU and routes.
+                         scope: int = RT_SCOPE_UNIVERSE,
+                         sources: Mapping[IPNetwork, IPAddress] | None = None) -> None:
+    """Idempotently give a host interface its MAC, addresses, MTU and routes
+    (`sources`: the preferred source address of some of those routes).
     Link-scoped addresses stay out of what read_uplink() takes for the node's
     own after a restart."""
     with ipr() as h:
@@ -316,7 +321,7 @@ def configure_host_iface(name: str, mac: str | None, addresses: list[IPInterface
                 h.addr("add", index=idx, address=str(a.ip), prefixlen=a.network.prefixlen,
                        scope=scope)
         for dst, gw in routes:
-            h.route("replace", **_route_spec(dst, gw, idx))
+            h.route("replace", **_route_spec(dst, gw, idx, (sources or {}).get(dst)))
 
 
 @dataclass(frozen=True)

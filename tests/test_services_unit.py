@@ -433,3 +433,38 @@ def test_host_network_endpoint_is_reached_through_its_nodes_management_port() ->
     plain = lbs(service_rows(svc(), [eps(("10.244.2.5", "n2", True))], NODES, mgmt))
     assert set(plain) == {"Service_default/web_TCP_cluster"}
     assert plain["Service_default/web_TCP_cluster"].groups == ("clusterLBGroup",)
+
+
+def test_host_network_nodeport_endpoints_reached_through_their_nodes_management_ports() -> None:
+    # Host-network endpoints on both nodes behind a NodePort. Each gateway
+    # router reaches every such endpoint through that endpoint's node's
+    # management port: its own node's address is its own too, and a reply
+    # from the other node's host would come back over the underlay to a port
+    # br-ex gives the host. The switches keep the addresses of other nodes.
+    mgmt = {"n1": ["10.244.1.2"], "n2": ["10.244.2.2"]}
+    s = svc(type="NodePort", ports=[{"name": "http", "port": 80, "protocol": "TCP",
+                                     "nodePort": 30080}])
+    sl = eps(("172.18.0.10", "n1", True), ("172.18.0.11", "n2", True))
+    rows = lbs(service_rows(s, [sl], NODES, mgmt))
+    via_mgmt = "10.244.1.2:8080,10.244.2.2:8080"
+    assert rows["Service_default/web_TCP_node_router_n1"].vips == {
+        "172.18.0.10:30080": via_mgmt, "169.254.169.1:30080": via_mgmt}
+    assert rows["Service_default/web_TCP_node_router_n2"].vips == {
+        "172.18.0.11:30080": via_mgmt, "169.254.169.1:30080": via_mgmt}
+    assert rows["Service_default/web_TCP_node_switch_n1"].vips == {
+        "10.96.0.10:80": "10.244.1.2:8080,172.18.0.11:8080",
+        "172.18.0.10:30080": "10.244.1.2:8080,172.18.0.11:8080"}
+    # Without a known management port the address stays as it is.
+    rows = lbs(service_rows(s, [sl], NODES, {"n1": ["10.244.1.2"]}))
+    assert rows["Service_default/web_TCP_node_router_n2"].vips["172.18.0.11:30080"] == \
+        "10.244.1.2:8080,172.18.0.11:8080"
+    # A pod endpoint, and ETP=Local (the router keeps the client's address,
+    # no SNAT to come back by), are left as they are.
+    rows = lbs(service_rows(s, [eps(("10.244.2.5", "n2", True))], NODES, mgmt))
+    assert rows["Service_default/web_TCP_node_router_n1"].vips["172.18.0.10:30080"] == \
+        "10.244.2.5:8080"
+    local = svc(type="NodePort", externalTrafficPolicy="Local", ports=[
+        {"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}])
+    rows = lbs(service_rows(local, [sl], NODES, mgmt))
+    assert rows["Service_default/web_TCP_node_router_n1"].vips["172.18.0.10:30080"] == \
+        "172.18.0.10:8080"

@@ -19,7 +19,11 @@ A Service with a host-network endpoint (an address of a node) gets a
 node_switch LB on every node for its ClusterIPs and external IPs, the
 node's own such endpoint replaced by its management port address, and its
 cluster LB goes on the gateway routers only: the node's address is the
-gateway router's too.
+gateway router's too. The node_router LBs (externalTrafficPolicy=Cluster)
+reach every host-network endpoint, on any node, by its node's management
+port address: the router SNATs to its join address, and the host answers
+through that port (node/agent.py routes the join subnet there), so the
+reply comes back through OVN as a pod's does.
 
 A VIP without endpoints stays, with `reject=true`, so clients get a reset
 instead of a timeout. Headless and ExternalName services make nothing, nor
@@ -269,16 +273,40 @@ def _cluster_vips(cfg: LBConfig, ports: Sequence[PortLB]) -> dict[str, str]:
     return vips
 
 
-def _router_vips(cfg: LBConfig, ports: Sequence[PortLB], node: str, ips: Sequence[str]
+def _router_view(eps: Sequence[Endpoint], node_ips: Mapping[str, Sequence[str]],
+                 mgmt_ips: Mapping[str, Sequence[str]]) -> list[Endpoint]:
+    """Endpoints as a gateway router must reach them: a host-network endpoint
+    (an address of its own node) by its node's management port address. The
+    router owns its own node's address and would answer itself; and a reply
+    from another node's host would come back over the underlay to the port
+    the client chose, which br-ex hands to the host, not to OVN. Through the
+    management port (the router SNATs to its join address) the reply comes
+    back through OVN, as a pod backend's does."""
+    out = []
+    for e in eps:
+        node = e.node or ""
+        alias = next((m for m in mgmt_ips.get(node, ()) if _family(m) == _family(e.ip)),
+                     None) if e.ip in node_ips.get(node, ()) else None
+        out.append(Endpoint(alias, e.port, e.node) if alias else e)
+    return _unique(out)
+
+
+def _router_vips(cfg: LBConfig, ports: Sequence[PortLB], node: str,
+                 node_ips: Mapping[str, Sequence[str]], mgmt_ips: Mapping[str, Sequence[str]]
                  ) -> dict[str, str]:
     """A node's gateway router LB: its NodePorts, and the external IPs with
-    externalTrafficPolicy=Local (to the node's own endpoints)."""
+    externalTrafficPolicy=Local (to the node's own endpoints). With
+    externalTrafficPolicy=Cluster, host-network endpoints are reached through
+    their node's management port (`_router_view`); with Local the router does
+    not SNAT, so they are left as they are."""
+    ips = node_ips[node]
     vips: dict[str, str] = {}
     for p in ports:
         for ip in cfg.external if cfg.etp_local else ():
             vips[_vip(ip, p.port)] = _backends(p.local[node], _family(ip))
         if p.node_port:
-            use = p.local[node] if cfg.etp_local else p.endpoints
+            use = p.local[node] if cfg.etp_local else _router_view(p.endpoints, node_ips,
+                                                                   mgmt_ips)
             for ip in _node_port_ips(ips):
                 vips[_vip(ip, p.node_port)] = _backends(use, _family(ip))
     return vips
@@ -342,7 +370,7 @@ def lb_rows(cfg: LBConfig, node_ips: Mapping[str, Sequence[str]],
             rows.append(_lb(cfg, proto, "cluster", None, vips, cfg.options, groups=[
                 names.CLUSTER_ROUTER_LB_GROUP if host_eps else names.CLUSTER_LB_GROUP]))
         for node in sorted(node_ips):
-            vips = _router_vips(cfg, ports, node, node_ips[node])
+            vips = _router_vips(cfg, ports, node, node_ips, mgmt_ips)
             if vips:
                 rows.append(_lb(cfg, proto, "node_router", node, vips, router_opts,
                                 routers=[names.gateway_router(node)]))
