@@ -54,7 +54,22 @@ ERR_OVN_INSTALLED_TIMEOUT = 102
 ERR_CHECK_FAILED = 103
 ERR_PLUMBING = 104
 
-_CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_CONTAINER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+# Kubernetes names: a namespace is a DNS label, a pod name a DNS subdomain.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+# The largest network config (stdin) and CNI server request we take: far more
+# than a CHECK's prevResult or a GC's valid-attachments of a full node need.
+MAX_CONFIG_BYTES = 4 << 20
+# What a plugin config may hold: the spec's keys (and those libcni adds), ours.
+KNOWN_CONFIG_KEYS = frozenset({
+    "cniVersion", "cniVersions", "name", "type", "args", "ipMasq", "ipam", "dns",
+    "capabilities", "runtimeConfig", "prevResult", "disableCheck", "disableGC",
+    "cni.dev/valid-attachments", "cni.dev/attachments",
+    "serverSocket", "logFile", "logLevel", "mtu"})
+# CNI_ARGS kubelet passes; others are an error unless IgnoreUnknown is set.
+KNOWN_CNI_ARGS = frozenset({"IgnoreUnknown", "K8S_POD_NAMESPACE", "K8S_POD_NAME",
+                            "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"})
 
 
 class CniError(Exception):
@@ -76,10 +91,13 @@ class CniError(Exception):
 # --- validation (the node agent's CNI server uses the same functions) ---------
 
 def parse_config(raw: str | bytes) -> dict[str, Any]:
-    """The network config from stdin, checked; CniError 6/7/1 otherwise."""
+    """The network config from stdin, checked; CniError 6/7/1/2 otherwise."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise CniError(ERR_INVALID_CONFIG, f"network config is {len(raw)} bytes, more than "
+                       f"the {MAX_CONFIG_BYTES} this plugin takes")
     try:
         conf = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise CniError(ERR_DECODE, f"network config on stdin is not JSON: {e}") from None
     if not isinstance(conf, dict):
         raise CniError(ERR_INVALID_CONFIG,
@@ -105,8 +123,23 @@ def parse_config(raw: str | bytes) -> dict[str, Any]:
                            f"network config: {key} {conf[key]!r} must be a string")
     if "prevResult" in conf and not isinstance(conf["prevResult"], dict):
         raise CniError(ERR_INVALID_CONFIG,
-                       f"network config: prevResult {conf['prevResult']!r} must be an object")
+                       f"network config: prevResult {_short(conf['prevResult'])} must be an "
+                       "object")
+    unknown = sorted(k for k in conf if k not in KNOWN_CONFIG_KEYS)
+    if unknown:
+        raise CniError(ERR_UNSUPPORTED_FIELD, "network config: unsupported field " + ", ".join(
+            f"{k!r}={_short(conf[k])}" for k in unknown[:5]))
     return conf
+
+
+def _short(value: object, limit: int = 100) -> str:
+    """repr(value), cut to `limit` characters: errors quote hostile values."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _bad_chars(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
 def parse_cni_args(text: str) -> dict[str, str]:
@@ -118,8 +151,13 @@ def parse_cni_args(text: str) -> dict[str, str]:
         key, sep, value = part.partition("=")
         if not sep or not key.strip():
             raise CniError(ERR_INVALID_ENV,
-                           f"CNI_ARGS {text!r}: {part!r} is not KEY=VALUE")
+                           f"CNI_ARGS {_short(text)}: {_short(part)} is not KEY=VALUE")
         out[key.strip()] = value.strip()
+    if out.get("IgnoreUnknown", "").lower() not in ("1", "true"):
+        unknown = sorted(k for k in out if k not in KNOWN_CNI_ARGS)
+        if unknown:
+            raise CniError(ERR_INVALID_ENV, f"CNI_ARGS: unknown argument "
+                           f"{', '.join(map(repr, unknown[:5]))} (and no IgnoreUnknown=1)")
     return out
 
 
@@ -137,22 +175,28 @@ def check_env(env: dict[str, str]) -> str:
         raise CniError(ERR_INVALID_ENV, f"{cmd}: required environment {', '.join(missing)} "
                        "not set")
     cid = env["CNI_CONTAINERID"]
-    if not _CONTAINER_ID.match(cid):
-        raise CniError(ERR_INVALID_ENV, f"CNI_CONTAINERID {cid!r} is not a valid container id "
-                       "(letters, digits, '_', '.', '-', starting with a letter or digit)")
+    if not _CONTAINER_ID.fullmatch(cid) or len(cid) > 1024:
+        raise CniError(ERR_INVALID_ENV, f"CNI_CONTAINERID {_short(cid)} is not a valid container "
+                       "id (letters, digits, '_', '.', '-', starting with a letter or digit)")
     ifname = env["CNI_IFNAME"]
-    if len(ifname) > 15 or ifname in (".", "..") or any(c in ifname for c in "/: \t\n"):
-        raise CniError(ERR_INVALID_ENV, f"CNI_IFNAME {ifname!r} is not a valid interface name "
-                       "(1-15 characters, no '/', ':' or spaces)")
+    if (len(ifname.encode("utf-8", "surrogatepass")) > 15 or ifname in (".", "..")
+            or any(c in ifname for c in "/: ") or _bad_chars(ifname)
+            or any(c.isspace() for c in ifname)):
+        raise CniError(ERR_INVALID_ENV, f"CNI_IFNAME {_short(ifname)} is not a valid interface "
+                       "name (1-15 bytes, no '/', ':', spaces or control characters)")
     netns = env.get("CNI_NETNS", "")
-    if netns and not netns.startswith("/"):
-        raise CniError(ERR_INVALID_ENV, f"CNI_NETNS {netns!r} is not an absolute path")
+    if netns and (not netns.startswith("/") or _bad_chars(netns) or len(netns) > 4096):
+        raise CniError(ERR_INVALID_ENV, f"CNI_NETNS {_short(netns)} is not an absolute path")
     args = parse_cni_args(env.get("CNI_ARGS", ""))
     if cmd in ("ADD", "CHECK"):
         missing = [k for k in ("K8S_POD_NAMESPACE", "K8S_POD_NAME") if not args.get(k)]
         if missing:
-            raise CniError(ERR_INVALID_ENV, f"{cmd}: CNI_ARGS {env.get('CNI_ARGS', '')!r} lacks "
-                           f"{', '.join(missing)}")
+            raise CniError(ERR_INVALID_ENV, f"{cmd}: CNI_ARGS {_short(env.get('CNI_ARGS', ''))} "
+                           f"lacks {', '.join(missing)}")
+    for key, pattern in (("K8S_POD_NAMESPACE", _DNS_LABEL), ("K8S_POD_NAME", _DNS_SUBDOMAIN)):
+        if key in args and not pattern.fullmatch(args[key]):
+            raise CniError(ERR_INVALID_ENV, f"CNI_ARGS: {key} {_short(args[key])} is not a "
+                           "valid Kubernetes name")
     return cmd
 
 
@@ -230,11 +274,11 @@ def run(env: dict[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None]:
             # VERSION needs no config beyond an optional cniVersion.
             try:
                 v = json.loads(stdin or b"{}").get("cniVersion", version)
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 v = version
             return 0, version_result(v if v in SUPPORTED_VERSIONS else version)
         cmd = check_env(env)
-        conf = parse_config(stdin)
+        conf = parse_config(stdin)  # also refuses a config over MAX_CONFIG_BYTES
         version = conf["cniVersion"]
         log.path = conf.get("logFile", DEFAULT_LOG_FILE)
         if cmd == "CHECK" and "prevResult" not in conf:

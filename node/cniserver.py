@@ -28,12 +28,15 @@ from cni.shim import (
     ERR_DECODE,
     ERR_INTERNAL,
     ERR_INVALID_CONFIG,
+    ERR_INVALID_ENV,
     ERR_LIMITED_CONNECTIVITY,
     ERR_NOT_AVAILABLE,
     ERR_OVN_INSTALLED_TIMEOUT,
     ERR_PLUMBING,
     ERR_TRY_AGAIN,
     ERR_UNKNOWN_CONTAINER,
+    ERR_UNSUPPORTED_FIELD,
+    MAX_CONFIG_BYTES,
     CniError,
     check_env,
     parse_cni_args,
@@ -101,16 +104,43 @@ class CniRequest:
         return f"{self.command} {self.container_id[:12]}{pod}".strip()
 
 
+# The largest request body: the config plus the CNI_* environment.
+MAX_REQUEST_BYTES = MAX_CONFIG_BYTES + (64 << 10)
+REQUEST_FIELDS = ("env", "config")
+
+
+def _short(value: object, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def parse_request(body: bytes) -> CniRequest:
     """The shim's request, checked with the same rules the shim applies."""
+    if len(body) > MAX_REQUEST_BYTES:
+        raise CniError(ERR_INVALID_CONFIG, f"request to the CNI server is {len(body)} bytes, "
+                       f"more than {MAX_REQUEST_BYTES}")
     try:
         data = json.loads(body)
-        env, raw = data["env"], data["config"]
-        if not isinstance(env, dict) or not isinstance(raw, str):
-            raise TypeError("env must be an object and config a string")
-    except (ValueError, KeyError, TypeError) as e:
-        raise CniError(ERR_DECODE, f"bad request to the CNI server: {e}") from None
-    env = {str(k): str(v) for k, v in env.items()}
+    except (ValueError, RecursionError) as e:
+        raise CniError(ERR_DECODE, f"bad request to the CNI server: not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise CniError(ERR_DECODE, f"bad request to the CNI server: {_short(data)} is not an "
+                       "object with env and config")
+    unknown = sorted(k for k in data if k not in REQUEST_FIELDS)
+    if unknown:
+        raise CniError(ERR_UNSUPPORTED_FIELD, "bad request to the CNI server: unsupported "
+                       "field " + ", ".join(f"{k!r}={_short(data[k])}" for k in unknown[:5]))
+    env, raw = data.get("env"), data.get("config")
+    if not isinstance(env, dict):
+        raise CniError(ERR_DECODE, f"bad request to the CNI server: env {_short(env)} is not "
+                       "an object")
+    if not isinstance(raw, str):
+        raise CniError(ERR_DECODE, f"bad request to the CNI server: config {_short(raw)} is "
+                       "not a string")
+    bad = [k for k, v in env.items() if not isinstance(v, str)]
+    if bad:
+        raise CniError(ERR_INVALID_ENV, f"bad request to the CNI server: env {bad[0]!r}="
+                       f"{_short(env[bad[0]])} is not a string")
     command = check_env(env)
     if command == "VERSION":
         return CniRequest(command, env, {"cniVersion": "1.1.0"}, {})
@@ -224,9 +254,12 @@ class CniHandler:
         why = self.not_ready()
         if why:
             raise CniError(ERR_TRY_AGAIN, f"ovnkube node is not ready to add pods yet: {why}")
-        if not os.path.exists(req.netns):
-            raise CniError(ERR_UNKNOWN_CONTAINER,
-                           f"CNI_NETNS {req.netns!r} does not exist")
+        self._check_netns(req)
+        port = host_ifname(req.container_id)
+        why = self._not_a_pod_name(port)
+        if why:
+            raise CniError(ERR_INVALID_ENV, f"CNI_CONTAINERID {req.container_id!r} would name the "
+                           f"host end of its veth {port!r}, but {why}")
         ns, name, uid = req.pod_namespace, req.pod_name, req.pod_uid
         t0 = time.monotonic()
         try:
@@ -247,7 +280,6 @@ class CniHandler:
             raise CniError(ERR_BAD_ANNOTATION, f"pod {ns}/{name}: {e}") from None
         uid = uid or pod.uid
         t1 = time.monotonic()
-        port = host_ifname(req.container_id)
         spec = netlink.PodIfaceSpec(
             netns=req.netns, ifname=req.ifname, mac=net.mac_address,
             addresses=net.ip_addresses, gateways=net.gateway_ips,
@@ -290,6 +322,29 @@ class CniHandler:
                  port, timings.header())
         return build_result(req, net, iface)
 
+    @staticmethod
+    def _check_netns(req: CniRequest) -> None:
+        """CNI_NETNS must be a network namespace and not the node's own."""
+        why = netlink.netns_problem(req.netns)
+        if why == "does not exist":
+            raise CniError(ERR_UNKNOWN_CONTAINER, f"CNI_NETNS {req.netns!r} does not exist")
+        if why:
+            raise CniError(ERR_INVALID_ENV, f"CNI_NETNS {req.netns!r} {why}")
+
+    def _not_a_pod_name(self, port: str) -> str:
+        """Why `port` names something of the node's rather than a pod's veth
+        ("" when it is free or a pod's): an OVS interface without a sandbox
+        (br-ex, the uplink, a tunnel, the management port) or a host link that
+        is not a bare NOARP veth. ADD would replace it, DEL delete it."""
+        ids = self.ovs.iface_external_ids(port)
+        if ids is not None and not ids.get(SANDBOX):
+            return f"OVS interface {port!r} is the node's, not a pod's"
+        facts = netlink.link_facts(port)
+        if facts is not None and not netlink.is_pod_veth(facts):
+            return (f"host interface {port!r} is the node's ({facts.kind or 'device'} with "
+                    f"{facts.addresses} addresses), not a pod's veth")
+        return ""
+
     def _undo(self, port: str, req: CniRequest) -> None:
         """Remove whatever a failed ADD made, leaving nothing half-done."""
         with contextlib.suppress(Exception):
@@ -301,6 +356,10 @@ class CniHandler:
 
     def delete(self, req: CniRequest) -> None:
         """Idempotent: missing ports, veths or netns are fine."""
+        netns_why = netlink.netns_problem(req.netns) if req.netns else ""
+        if netns_why == "is the node's own network namespace":
+            # DEL removes CNI_IFNAME there: that would be one of the node's.
+            raise CniError(ERR_INVALID_ENV, f"CNI_NETNS {req.netns!r} {netns_why}")
         if not self.ovs.connected():
             raise CniError(ERR_TRY_AGAIN, "not connected to the local OVS database")
         removed = []
@@ -308,9 +367,12 @@ class CniHandler:
             self.ovs.del_port(p.name)
             removed.append(p.name)
         port = host_ifname(req.container_id)
-        if netlink.delete_link(port):
+        why = self._not_a_pod_name(port)
+        if why:
+            log.warning("%s: not deleting %s: %s", req, port, why)
+        elif netlink.delete_link(port):
             removed.append(f"veth {port}")
-        if req.netns and netlink.delete_pod_iface(req.netns, req.ifname):
+        if req.netns and not netns_why and netlink.delete_pod_iface(req.netns, req.ifname):
             removed.append(f"{req.ifname} in {req.netns}")
         log.info("%s: deleted %s", req, ", ".join(removed) or "nothing (already gone)")
 
@@ -323,6 +385,11 @@ class CniHandler:
         prev = req.config.get("prevResult")
         if not isinstance(prev, dict):
             raise CniError(ERR_INVALID_CONFIG, "CHECK: network config has no prevResult")
+        for key in ("interfaces", "ips", "routes"):
+            items = prev.get(key) or []
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise CniError(ERR_INVALID_CONFIG, f"CHECK: prevResult {key} {_short(items)} is "
+                               "not a list of objects")
         ifaces = prev.get("interfaces") or []
         idx = next((i for i, itf in enumerate(ifaces) if isinstance(itf, dict)
                     and itf.get("name") == req.ifname and itf.get("sandbox")), None)
@@ -330,6 +397,7 @@ class CniHandler:
             raise CniError(ERR_INVALID_CONFIG, f"CHECK: prevResult has no interface "
                            f"{req.ifname!r} with a sandbox")
         want = ifaces[idx]
+        self._check_netns(req)
         try:
             state = netlink.read_pod_iface(req.netns, req.ifname)
         except netlink.NetnsGone as e:
@@ -403,9 +471,16 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     handler: CniHandler
 
 
+# A too large request is read and dropped up to this much, then the connection closed.
+_MAX_DRAINED_BYTES = 64 << 20
+
+
 class _RequestHandler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.0"
+    # A client that stops sending (or never sends the body it announced) loses
+    # its connection after this long instead of holding a thread forever.
+    timeout = 30.0
 
     def address_string(self) -> str:
         return "unix"
@@ -432,13 +507,37 @@ class _RequestHandler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": f"no such path {self.path!r}"}, {})
 
-    def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+    def _read_body(self) -> bytes:
+        """The request body, at most MAX_REQUEST_BYTES of it in memory; a
+        CniError for a bad or too large Content-Length (a too large body is
+        read and dropped, up to a bound, so the client reads the answer)."""
+        raw = self.headers.get("Content-Length") or "0"
+        try:
+            length = int(raw)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise CniError(ERR_DECODE, f"bad request to the CNI server: Content-Length "
+                           f"{_short(raw)} is not a byte count") from None
+        if length > MAX_REQUEST_BYTES:
+            self.close_connection = True
+            left = min(length, _MAX_DRAINED_BYTES)
+            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+                left -= len(chunk)
+            raise CniError(ERR_INVALID_CONFIG, f"request to the CNI server is {length} bytes, "
+                           f"more than {MAX_REQUEST_BYTES}")
         body = self.rfile.read(length)
+        if len(body) < length:
+            raise CniError(ERR_DECODE, f"bad request to the CNI server: got {len(body)} of "
+                           f"{length} bytes")
+        return body
+
+    def do_POST(self) -> None:
         timings = Timings()
         req: CniRequest | None = None
         try:
-            req = parse_request(body)
+            req = parse_request(self._read_body())
             result = self.server.handler.handle(req, timings)
             self._send(200, result, {"X-CNI-Timings": timings.header()})
         except CniError as e:

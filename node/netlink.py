@@ -125,6 +125,60 @@ def link_exists(name: str) -> bool:
         return link_index(h, name) is not None
 
 
+@dataclass(frozen=True)
+class LinkFacts:
+    kind: str  # "veth", "bridge", "tun", ... ("" for a physical device)
+    noarp: bool
+    addresses: int  # how many addresses it carries
+
+
+def link_facts(name: str) -> LinkFacts | None:
+    """What a link in our namespace is, to tell a pod's host veth (a veth with
+    NOARP and no address) from the node's own interfaces; None if absent."""
+    with ipr() as h:
+        idx = link_index(h, name)
+        if idx is None:
+            return None
+        link = h.get_links(idx)[0]
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = (info.get_attr("IFLA_INFO_KIND") if info is not None else None) or ""
+        n_addr = len(h.get_addr(index=idx))
+        return LinkFacts(kind=str(kind), noarp=bool(link["flags"] & IFF_NOARP),
+                         addresses=n_addr)
+
+
+def is_pod_veth(facts: LinkFacts) -> bool:
+    """The shape create_pod_veth gives the host end of a pod's veth."""
+    return facts.kind == "veth" and facts.noarp and not facts.addresses
+
+
+NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
+
+
+def netns_problem(path: str) -> str:
+    """Why `path` cannot be a pod's network namespace ("" if it can): it must be
+    a network namespace, and not the one this agent (the host) runs in."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as e:
+        return f"cannot be opened: {os.strerror(e.errno or 0)}"
+    try:
+        try:
+            nstype = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            return "is not a namespace"
+        if nstype != CLONE_NEWNET:
+            return "is a namespace, but not a network namespace"
+        st, own = os.fstat(fd), os.stat(f"/proc/{os.getpid()}/ns/net")
+        if (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino):
+            return "is the node's own network namespace"
+        return ""
+    finally:
+        os.close(fd)
+
+
 def link_mac(h: IPRoute, index: int) -> str:
     return str(h.get_links(index)[0].get_attr("IFLA_ADDRESS"))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from cni.shim import post
 from localcluster import netns as nets
 from localcluster.kube import KubeControlPlane
 from localcluster.ovn import OvnCentral, OvsNode
@@ -277,3 +278,83 @@ def run_shim(shim: Path, env: dict[str, str], stdin: str) -> tuple[int, dict]:  
     return res.returncode, json.loads(res.stdout) if res.stdout.strip() else {}
 
 
+
+
+def test_hostile_requests_leave_nothing(bed: Bed, tmp_path: Path) -> None:
+    """Bad netns paths, container ids that name the node's own interfaces,
+    garbage straight to the server's socket, ADD racing DEL: CNI error codes,
+    the node's interfaces untouched, no veth or OVS port half-made."""
+    node = bed.add_node()
+    pod = bed.new_pod(node, 5)
+
+    def state() -> tuple[list[str], list[str], list[str]]:
+        return ovs_ports(node), node.ovs.vsctl("list-ports", "br-ex").split(), links(node.netns)
+
+    before = state()
+    assert "up0" in before[1] and "ovn-k8s-mp0" in before[0]
+    not_ns = tmp_path / "not-a-netns"
+    not_ns.write_text("")
+    own = f"/run/netns/{node.netns}"
+    cases: list[tuple[str, dict[str, str], int, str]] = [
+        ("ADD", {"CNI_NETNS": str(not_ns)}, 4, f"{str(not_ns)!r} is not a namespace"),
+        ("ADD", {"CNI_NETNS": "/proc/self/ns/mnt"}, 4, "not a network namespace"),
+        ("ADD", {"CNI_NETNS": own}, 4, "the node's own network namespace"),
+        ("CHECK", {"CNI_NETNS": own}, 4, "the node's own network namespace"),
+        # DEL would remove CNI_IFNAME in CNI_NETNS: here the node's uplink.
+        ("DEL", {"CNI_NETNS": own, "CNI_IFNAME": "up0"}, 4, "the node's own network namespace"),
+        # The host end of the veth is named from the container id: these name
+        # the node's uplink (in br-ex), its management port and br-ex itself.
+        ("ADD", {"CNI_CONTAINERID": "up0"}, 4, "OVS interface 'up0' is the node's"),
+        ("ADD", {"CNI_CONTAINERID": "ovn-k8s-mp0"}, 4, "'ovn-k8s-mp0' is the node's"),
+        ("ADD", {"CNI_CONTAINERID": "br-ex"}, 4, "'br-ex' is the node's"),
+        ("ADD", {"CNI_CONTAINERID": "lo"}, 4, "host interface 'lo' is the node's"),
+        ("ADD", {"CNI_IFNAME": "a-much-too-long-name"}, 4, "'a-much-too-long-name'"),
+        ("ADD", {"CNI_CONTAINERID": "../../x"}, 4, "'../../x'"),
+    ]
+    for cmd, env, code, msg in cases:
+        conf = bed.plugin_conf(node, prevResult={"interfaces": [
+            {"name": "eth0", "sandbox": own}]}) if cmd == "CHECK" else None
+        r = bed.shim(node, cmd, pod, env=env, conf=conf)
+        assert r.code == 1 and r.error_code == code, (cmd, env, r)
+        assert r.out and msg in r.out["msg"], (cmd, env, r.out)
+        assert state() == before, (cmd, env)
+    assert links(pod.netns) == ["lo"]
+    # DEL is idempotent: for a container id naming a node interface it
+    # succeeds, and deletes nothing of the node's.
+    for cid in ("up0", "ovn-k8s-mp0", "br-ex", "br-int", "lo"):
+        r = bed.shim(node, "DEL", pod, env={"CNI_CONTAINERID": cid})
+        assert r.code == 0, (cid, r)
+        assert state() == before, cid
+    # Garbage straight to the server's socket (not through the shim).
+    sock = str(node.cni_socket)
+    good_env = {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "abc", "CNI_IFNAME": "eth0",
+                "CNI_NETNS": own}
+    conf_s = json.dumps(bed.plugin_conf(node))
+    for data, code in [
+            (b"x" * (10 << 20), 7), (b"{nope", 6), (b"[" * 100_000, 6),
+            (json.dumps({"env": good_env, "config": 5}).encode(), 6),
+            (json.dumps({"env": {**good_env, "CNI_IFNAME": 7}, "config": conf_s}).encode(), 4),
+            (json.dumps({"env": good_env, "config": conf_s, "more": 1}).encode(), 2),
+            (json.dumps({"env": good_env, "config": conf_s}).encode(), 4)]:  # own netns
+        status, _, payload = post(sock, data, timeout=60)
+        assert status == 400 and json.loads(payload)["code"] == code, (data[:40], payload)
+    assert state() == before
+
+    # ADD racing DEL of one container: serialised, so either the pod is fully
+    # wired (ADD last) or nothing of it is left (DEL last); never half.
+    eth0 = lambda: "eth0" in links(pod.netns)  # noqa: E731
+    for _ in range(4):
+        with ThreadPoolExecutor(2) as ex:
+            add = ex.submit(bed.shim, node, "ADD", pod)
+            dele = ex.submit(bed.shim, node, "DEL", pod)
+            r_add, r_del = add.result(120), dele.result(120)
+        assert r_del.code == 0, r_del
+        assert r_add.code == 0 or r_add.error_code in (3, 11), r_add
+        wired = (pod.host_ifname in ovs_ports(node), pod.host_ifname in links(node.netns),
+                 eth0())
+        assert wired in ((True, True, True), (False, False, False)), wired
+        assert bed.shim(node, "DEL", pod).code == 0
+        assert state() == before and not eth0()
+    # The server kept serving: the pod comes up and talks.
+    bed.add(pod)
+    assert ping(pod.netns, "10.244.1.1")
