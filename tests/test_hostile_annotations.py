@@ -222,3 +222,20 @@ def test_bad_values_are_named(parse: Callable[[str], Any], key: str, value: str,
         parse(value)
     assert e.value.key == key and key in str(e.value) and names in str(e.value), str(e.value)
     assert len(str(e.value)) < 1000
+
+
+def test_node_annotation_errors_name_each_bad_one() -> None:
+    from ovnkube.master.controllers.node_tracker import (
+        annotation_errors,
+        recorded_chassis,
+        recorded_mgmt_mac,
+    )
+    node = {"metadata": {"name": "n1", "annotations": {
+        NODE_SUBNETS: '{"default": "10.244.1.0/24"}', NODE_CHASSIS_ID: "n1 n2",
+        NODE_MGMT_PORT_MAC: "0A:58:0A:F4:01:02", L3_GATEWAY_CONFIG: "{}",
+        NODE_GR_LRP_IFADDR: '{"ipv4": "100.64.0.2/16"}', "unrelated": "{"}}}
+    assert sorted(e.key for e in annotation_errors(node)) == [L3_GATEWAY_CONFIG,
+                                                             NODE_CHASSIS_ID]
+    assert recorded_chassis(node) is None
+    assert recorded_mgmt_mac(node) == "0a:58:0a:f4:01:02"
+    assert annotation_errors({"metadata": {"name": "n2"}}) == []

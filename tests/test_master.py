@@ -286,3 +286,66 @@ def test_unreachable_nb_is_named(kube_api: KubeControlPlane, workdir: Path) -> N
         cwd=str(Path(__file__).resolve().parent.parent))
     assert res.returncode == 1
     assert f"cannot use the NB database at {remote}" in res.stderr
+
+
+def test_bad_node_annotations_get_events_and_are_ignored(
+        kube_api: KubeControlPlane, ovn_central: OvnCentral, kobj: KubeObjects,
+        masters: DaemonSet, workdir: Path) -> None:
+    """Every node annotation the master reads, malformed: an Event on the node
+    naming each one, the node still gets its subnet, switch and management
+    port, no gateway router from a bad chassis, and the master does not crash;
+    once the values are fixed, the gateway router follows."""
+    import json
+
+    from ovnkube import names
+    from ovnkube.annotations import (
+        L3_GATEWAY_CONFIG,
+        NODE_CHASSIS_ID,
+        NODE_GR_LRP_IFADDR,
+        NODE_MGMT_PORT_MAC,
+        L3GatewayConfig,
+        mac_from_ip,
+    )
+    d = _run_master(masters, kube_api, ovn_central, workdir, "master")
+    name = f"badann-{kobj.suffix}"
+    bad = {NODE_SUBNETS: '{"default": []}', NODE_GR_LRP_IFADDR: '{"ipv4": 5}',
+           NODE_CHASSIS_ID: 'c1" -- destroy', L3_GATEWAY_CONFIG: '{"default": 1}',
+           NODE_MGMT_PORT_MAC: "not-a-mac"}
+    kobj.core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name,
+                                                                      annotations=bad)))
+    kobj.nodes.append(name)
+
+    def events() -> dict[str, str]:
+        return {e.message.split("=")[0].removeprefix("annotation "): e.message
+                for e in kobj.core.list_namespaced_event("default").items
+                if e.involved_object.name == name and e.reason == "ErrorParsingNodeAnnotation"}
+
+    got = eventually(lambda: (lambda ev: ev if len(ev) == len(bad) else None)(events()),
+                     what="an Event per bad node annotation")
+    for key, value in bad.items():
+        assert f"annotation {key}={value!r}" in got[key], got[key]
+    # Allocated anew and written back, valid; the node's rows are there.
+    sn = eventually(lambda: _node_subnet(kobj, name), what="a valid subnet")
+    assert sn is not None
+    mgmt = names.node_mgmt_ip(sn)
+    eventually(lambda: names.mgmt_port(name) in lsps(ovn_central), what="management port")
+    assert lsps(ovn_central)[names.mgmt_port(name)]["addresses"] == (
+        f"{mac_from_ip(mgmt)} {mgmt}")
+    routers = ovn_central.nbctl("--bare", "--columns=name", "list", "Logical_Router").split()
+    assert names.gateway_router(name) not in routers
+    # Fixed: the gateway router follows; no Event about the fixed values again.
+    gw = L3GatewayConfig("shared", f"br-ex_{name}", "02:00:00:00:00:09",
+                         (ipaddress.ip_interface("172.18.0.9/24"),),
+                         (ipaddress.ip_address("172.18.0.1"),))
+    kobj.core.patch_node(name, {"metadata": {"annotations": {
+        NODE_CHASSIS_ID: f"chassis-{name}", L3_GATEWAY_CONFIG: gw.to_annotation(),
+        NODE_MGMT_PORT_MAC: "0a:58:0a:f4:09:02"}}})
+    eventually(lambda: names.gateway_router(name) in ovn_central.nbctl(
+        "--bare", "--columns=name", "list", "Logical_Router").split(), what="gateway router")
+    eventually(lambda: lsps(ovn_central)[names.mgmt_port(name)]["addresses"]
+               == f"0a:58:0a:f4:09:02 {mgmt}", what="management port MAC from the annotation")
+    assert len(events()) == len(bad)
+    assert d.alive()
+    log_text = d.log_path.read_text()
+    assert "Traceback" not in log_text, log_text[-3000:]
+    assert json.loads(kobj.node_obj(name)["metadata"]["annotations"][NODE_GR_LRP_IFADDR])

@@ -14,21 +14,22 @@ from kubernetes import client
 from northd_sync import NorthdSync
 from northd_sync.rows import Row
 from ovnkube.annotations import (
-    NODE_CHASSIS_ID,
     NODE_GR_LRP_IFADDR,
-    NODE_MGMT_PORT_MAC,
     NODE_SUBNETS,
     format_node_gr_lrp_ifaddr,
     format_node_subnets,
 )
 from ovnkube.config import Config
 from ovnkube.informer import Informer
-from ovnkube.kubeclient import Obj, get_annotations, node_path, patch_annotations, post_event
+from ovnkube.kubeclient import Obj, node_path, patch_annotations, post_event
 from ovnkube.master.allocators import AllocationError, IPPool, NodePools, SubnetAllocator
 from ovnkube.master.controllers.node_tracker import (
     NodeTracker,
+    annotation_errors,
     gateway_config,
+    recorded_chassis,
     recorded_join_ip,
+    recorded_mgmt_mac,
     recorded_subnets,
 )
 from ovnkube.master.translate.cluster import owner
@@ -55,6 +56,8 @@ class NodeController:
         #: called with a node's name once its rows (its switch) are in the NB
         self.on_subnet_ready = on_subnet_ready
         self.queue = WorkQueue("node", self.reconcile, workers=2)
+        # (node, annotation) -> the malformed value an Event was posted for
+        self._reported: dict[tuple[str, str], object] = {}
 
     def on_event(self, key: str, old: Obj | None, new: Obj | None) -> None:
         self.queue.add(key)
@@ -81,18 +84,36 @@ class NodeController:
         addrs = self.tracker.addresses(name)
         if addrs is None:
             return None
-        ann = get_annotations(node)
-        return node_rows(self.config, name, *addrs, chassis=ann.get(NODE_CHASSIS_ID),
-                         gateway=gateway_config(node), mgmt_mac=ann.get(NODE_MGMT_PORT_MAC))
+        return node_rows(self.config, name, *addrs, chassis=recorded_chassis(node),
+                         gateway=gateway_config(node), mgmt_mac=recorded_mgmt_mac(node))
+
+    def report_bad_annotations(self, node: Obj) -> None:
+        """An Event on the node for each malformed annotation the master reads
+        (once per value): the master goes on as if it were absent (a subnet
+        or join address is allocated anew; no gateway router for a bad
+        chassis or gateway config; the default management port MAC)."""
+        name = node["metadata"]["name"]
+        bad = {e.key: e for e in annotation_errors(node)}
+        for key, e in bad.items():
+            if self._reported.get((name, key)) == e.value:
+                continue
+            self._reported[(name, key)] = e.value
+            log.error("node %s: %s; ignoring it", name, e)
+            post_event(self.core, node, "ErrorParsingNodeAnnotation", f"{e}; ignoring it")
+        for k in [k for k in self._reported if k[0] == name and k[1] not in bad]:
+            del self._reported[k]
 
     def reconcile(self, name: str) -> None:
         node = self.nodes.get(name)
         if node is None:
+            for k in [k for k in self._reported if k[0] == name]:
+                del self._reported[k]
             self.engine.delete(owner(OWNER_TYPE, name))
             self.subnets.release(name)
             self.join_ips.release(name)
             self.pools.drop(name)
             return
+        self.report_bad_annotations(node)
         self._ensure_addresses(node)
         rows = self.desired(self.nodes.get(name) or node)
         assert rows is not None

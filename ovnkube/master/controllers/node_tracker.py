@@ -18,12 +18,15 @@ from ovnkube.annotations import (
     L3_GATEWAY_CONFIG,
     NODE_CHASSIS_ID,
     NODE_GR_LRP_IFADDR,
+    NODE_MGMT_PORT_MAC,
     NODE_SUBNETS,
     AnnotationError,
     IPInterface,
     IPNetwork,
     L3GatewayConfig,
+    parse_node_chassis_id,
     parse_node_gr_lrp_ifaddr,
+    parse_node_mgmt_port_mac,
     parse_node_subnets,
 )
 from ovnkube.informer import Informer
@@ -44,7 +47,7 @@ def _recorded(node: Obj, key: str, parse: Callable[[str], T]) -> T | None:
     try:
         return parse(raw)
     except AnnotationError as e:
-        log.warning("node %s: ignoring %s", node["metadata"]["name"], e)
+        log.debug("node %s: ignoring %s", node["metadata"]["name"], e)  # reported once: node.py
         return None
 
 
@@ -58,6 +61,37 @@ def recorded_join_ip(node: Obj) -> IPInterface | None:
 
 def gateway_config(node: Obj) -> L3GatewayConfig | None:
     return _recorded(node, L3_GATEWAY_CONFIG, L3GatewayConfig.parse)
+
+
+def recorded_chassis(node: Obj) -> str | None:
+    return _recorded(node, NODE_CHASSIS_ID, parse_node_chassis_id)
+
+
+def recorded_mgmt_mac(node: Obj) -> str | None:
+    return _recorded(node, NODE_MGMT_PORT_MAC, parse_node_mgmt_port_mac)
+
+
+# Every node annotation the master reads, with its parser.
+NODE_ANNOTATION_PARSERS: dict[str, Callable[[str], object]] = {
+    NODE_SUBNETS: parse_node_subnets,
+    NODE_GR_LRP_IFADDR: parse_node_gr_lrp_ifaddr,
+    L3_GATEWAY_CONFIG: L3GatewayConfig.parse,
+    NODE_CHASSIS_ID: parse_node_chassis_id,
+    NODE_MGMT_PORT_MAC: parse_node_mgmt_port_mac,
+}
+
+
+def annotation_errors(node: Obj) -> list[AnnotationError]:
+    """The node annotations the master reads that are present but malformed."""
+    ann = get_annotations(node)
+    errors = []
+    for key, parse in NODE_ANNOTATION_PARSERS.items():
+        if key in ann:
+            try:
+                parse(ann[key])
+            except AnnotationError as e:
+                errors.append(e)
+    return errors
 
 
 def gateway_ips(node: Obj) -> tuple[str, ...]:
@@ -92,7 +126,7 @@ class NodeTracker:
 
     def _has_gateway(self, node: Obj) -> bool:
         return self.addresses(node["metadata"]["name"]) is not None and has_gateway_router(
-            get_annotations(node).get(NODE_CHASSIS_ID), gateway_config(node))
+            recorded_chassis(node), gateway_config(node))
 
     def has_gateway(self, name: str) -> bool:
         """Whether the node's desired rows include its gateway router."""
