@@ -26,6 +26,7 @@ from ovnkube.annotations import (
     NODE_MGMT_PORT_MAC,
     NODE_PRIMARY_IFADDR,
     NODE_SUBNETS,
+    AnnotationError,
     IPAddress,
     IPInterface,
     IPNetwork,
@@ -293,12 +294,24 @@ class Agent:
     def wait_node_subnets(self) -> list[IPNetwork]:
         assert self.kube is not None
         deadline = time.monotonic() + self.opts.node_subnet_timeout
+        reported = None
         while True:
             value = self.kube.node_annotations().get(NODE_SUBNETS)
             if value is not None:
-                return parse_node_subnets(value)
+                try:
+                    return parse_node_subnets(value)
+                except AnnotationError as e:
+                    # Not the master's writing: it replaces a malformed value.
+                    self._ready = f"{e}; waiting for the master to replace it"
+                    if value != reported:
+                        reported = value
+                        log.error("node %s: %s; waiting for the master to replace it",
+                                  self.opts.node_name, e)
+                        self.kube.post_node_event("ErrorParsingNodeAnnotation",
+                                                  f"{e}; waiting for the master to replace it")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"node {self.opts.node_name} got no {NODE_SUBNETS} "
+                raise TimeoutError(f"node {self.opts.node_name} got no "
+                                   f"{'valid ' if reported else ''}{NODE_SUBNETS} "
                                    f"annotation within {self.opts.node_subnet_timeout:.0f}s "
                                    "(is ovnkube master running?)")
             if self._stop.wait(0.5):

@@ -71,6 +71,11 @@ class Kube:
             "namespace": namespace, "name": pod, "uid": uid or None}},
             reason, message, component="ovnkube-node", host=self.node_name)
 
+    def post_node_event(self, reason: str, message: str) -> None:
+        """A Warning Event on this node (best effort)."""
+        post_event(self.core, {"kind": "Node", "metadata": {"name": self.node_name}},
+                   reason, message, component="ovnkube-node", host=self.node_name)
+
 
 #: How long a deleted pod's UID is remembered, so that CNI calls for it fail
 #: fast (PodGone) instead of waiting out their timeouts: twice the longest a

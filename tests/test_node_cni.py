@@ -5,6 +5,7 @@ and pods on another node (Geneve); every CNI verb driven as kubelet drives it.""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from ovnkube.annotations import (
     L3_GATEWAY_CONFIG,
     NODE_CHASSIS_ID,
     NODE_MGMT_PORT_MAC,
+    NODE_SUBNETS,
     L3GatewayConfig,
 )
 from tests.node_helpers import (
@@ -358,3 +360,37 @@ def test_hostile_requests_leave_nothing(bed: Bed, tmp_path: Path) -> None:
     # The server kept serving: the pod comes up and talks.
     bed.add(pod)
     assert ping(pod.netns, "10.244.1.1")
+
+
+def test_bad_node_subnets_annotation_waits_and_says_why(bed: Bed) -> None:
+    """The agent reads node-subnets: a malformed value is an Event on the node
+    and the not-ready reason, and the agent waits (no crash) until the master
+    writes a valid one."""
+    node = bed.add_node(start_agent=False, master=False)
+    bad = '{"default": ["10.244.1.0/24", 42]}'
+    bed.core.patch_node(node.name, {"metadata": {"annotations": {NODE_SUBNETS: bad}}})
+    agent = bed.start_agent(node, wait=False)
+    eventually(node.cni_socket.exists, what="CNI socket")
+
+    def ready_reason() -> str:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(node.cni_socket))
+            s.sendall(b"GET /ready HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        return str(json.loads(data.partition(b"\r\n\r\n")[2])["reason"])
+
+    reason = eventually(lambda: (lambda r: r if "is not a string" in r else None)(ready_reason()),
+                        what="not ready, naming the bad value")
+    assert f"annotation {NODE_SUBNETS}=" in reason and "is not a string" in reason, reason
+    events = eventually(lambda: [
+        e for e in bed.core.list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={node.name}").items
+        if e.reason == "ErrorParsingNodeAnnotation"], what="an Event on the node")
+    assert bad in events[0].message or repr(bad) in events[0].message, events[0].message
+    assert agent.alive()
+    bed.master_node(node)
+    node.wait_ready()
+    assert bed.shim(node, "STATUS").code == 0
