@@ -322,8 +322,7 @@ class Agent:
         o = self.opts
         assert self.ovs is not None and self.kube is not None
         addrs: list[IPInterface] = []
-        routes: list[tuple[IPNetwork, IPAddress]] = []
-        sources: dict[IPNetwork, IPAddress] = {}
+        routes: list[tuple[IPNetwork, IPAddress | None]] = []
         for sn in subnets:
             gw = names.node_gateway_ip(sn)
             addrs.append(ipaddress.ip_interface(f"{names.node_mgmt_ip(sn)}/{sn.prefixlen}"))
@@ -339,27 +338,37 @@ class Agent:
                 # Replies of a host-network Service endpoint to a gateway
                 # router that reached it through this port, SNATed to the
                 # router's join address (NodePorts; translate/service.py).
-                # From the node's address, which mgmt_nat DNATed these
-                # connections to: a UDP server bound to the wildcard address
-                # answers from the route's source, and conntrack un-DNATs
-                # only an answer from the node's address.
                 routes.append((o.common.join_subnet, gw))
-                src = next((i.ip for i in node_ips if i.version == sn.version), None)
-                if src is not None:
-                    sources[o.common.join_subnet] = src
         mac = mac_from_ip(addrs[0].ip)
         self.ovs.add_port(BRIDGE, MGMT_PORT, iface_type="internal",
                           external_ids={"iface-id": names.mgmt_port(o.node_name)}, mac=mac)
         netlink.wait_link(MGMT_PORT, 30)
         if self.netdev:
             netlink.tx_checksum_off(MGMT_PORT)
-        netlink.configure_host_iface(MGMT_PORT, mac, addrs, o.common.mtu, routes,
-                                     sources=sources)
+        netlink.configure_host_iface(MGMT_PORT, mac, addrs, o.common.mtu, routes)
         try:
             mgmt_nat.install(MGMT_PORT, addrs, node_ips)
         except (RuntimeError, OSError) as e:
             log.error("management port NAT failed (forwarded traffic not SNATed, "
                       "host-network Service endpoints unreachable): %s", e)
+        else:
+            # Every route through the port (the node subnet's too) from the
+            # node's address, which mgmt_nat DNATs the port's host-network
+            # Service traffic to: a UDP server bound to the wildcard address
+            # answers from the route's source, and only an answer from the
+            # node's address is un-DNATed (from another, conntrack takes it for
+            # a new flow and moves its port off the clashing one). The host's
+            # own new connections still leave SNATed to the port's address.
+            sources: dict[IPNetwork, IPAddress] = {}
+            for sn in subnets:
+                src = next((i.ip for i in node_ips if i.version == sn.version), None)
+                if src is not None:
+                    sources.update((dst, src) for dst, _ in [(sn, None), *routes]
+                                   if dst.version == src.version)
+            if sources:
+                netlink.configure_host_iface(
+                    MGMT_PORT, None, [], None,
+                    [(sn, None) for sn in subnets if sn in sources] + routes, sources=sources)
         self.kube.annotate_node({NODE_MGMT_PORT_MAC: mac})
         log.info("management port %s: %s %s, routes %s", MGMT_PORT, mac,
                  ", ".join(map(str, addrs)),

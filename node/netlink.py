@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 IFF_NOARP = 0x80
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
+RTPROT_KERNEL = 2  # the kind of route the kernel makes for an address's prefix
 NUD_PERMANENT = 0x80
 
 CLONE_NEWNS, CLONE_NEWNET = 0x00020000, 0x40000000
@@ -353,11 +354,12 @@ def read_pod_iface(netns: str, ifname: str) -> PodIfaceState | None:
 # --- host side: management port and gateway bridge -----------------------------
 
 def configure_host_iface(name: str, mac: str | None, addresses: list[IPInterface],
-                         mtu: int | None, routes: list[tuple[IPNetwork, IPAddress]],
+                         mtu: int | None, routes: Sequence[tuple[IPNetwork, IPAddress | None]],
                          scope: int = RT_SCOPE_UNIVERSE,
                          sources: Mapping[IPNetwork, IPAddress] | None = None) -> None:
     """Idempotently give a host interface its MAC, addresses, MTU and routes
-    (`sources`: the preferred source address of some of those routes).
+    (without a gateway: on-link, replacing the kernel's route of an address's
+    prefix; `sources`: the preferred source address of some of those routes).
     Link-scoped addresses stay out of what read_uplink() takes for the node's
     own after a restart."""
     with ipr() as h:
@@ -375,7 +377,10 @@ def configure_host_iface(name: str, mac: str | None, addresses: list[IPInterface
                 h.addr("add", index=idx, address=str(a.ip), prefixlen=a.network.prefixlen,
                        scope=scope)
         for dst, gw in routes:
-            h.route("replace", **_route_spec(dst, gw, idx, (sources or {}).get(dst)))
+            spec = _route_spec(dst, gw, idx, (sources or {}).get(dst))
+            if gw is None:
+                spec.update(scope=RT_SCOPE_LINK, proto=RTPROT_KERNEL)
+            h.route("replace", **spec)
 
 
 @dataclass(frozen=True)
