@@ -424,7 +424,8 @@ def test_host_network_endpoint_is_reached_through_its_nodes_management_port() ->
     rows = lbs(service_rows(svc(), [sl], NODES, mgmt))
     cluster = rows["Service_default/web_TCP_cluster"]
     assert cluster.groups == ("clusterRouterLBGroup",)
-    assert cluster.vips == {"10.96.0.10:80": "10.244.2.5:8080,172.18.0.10:8080"}
+    # On the routers: the host-network endpoint by its node's management port.
+    assert cluster.vips == {"10.96.0.10:80": "10.244.1.2:8080,10.244.2.5:8080"}
     assert rows["Service_default/web_TCP_node_switch_n1"].vips == {
         "10.96.0.10:80": "10.244.1.2:8080,10.244.2.5:8080"}
     assert rows["Service_default/web_TCP_node_switch_n2"].vips == {

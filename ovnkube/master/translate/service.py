@@ -20,10 +20,10 @@ node_switch LB on every node for its ClusterIPs and external IPs, the
 node's own such endpoint replaced by its management port address, and its
 cluster LB goes on the gateway routers only: the node's address is the
 gateway router's too. The node_router LBs (externalTrafficPolicy=Cluster)
-reach every host-network endpoint, on any node, by its node's management
-port address: the router SNATs to its join address, and the host answers
-through that port (node/agent.py routes the join subnet there), so the
-reply comes back through OVN as a pod's does.
+and that cluster LB reach every host-network endpoint, on any node, by its
+node's management port address: the router SNATs to its join address, and
+the host answers through that port (node/agent.py routes the join subnet
+there), so the reply comes back through OVN as a pod's does.
 
 A VIP without endpoints stays, with `reject=true`, so clients get a reset
 instead of a timeout. Headless and ExternalName services make nothing, nor
@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -269,14 +269,18 @@ def lb_config(svc: Obj, slices: Sequence[Obj], nodes: Iterable[str]) -> LBConfig
 
 
 # --- stage 2: load balancer rows -----------------------------------------------------
-def _cluster_vips(cfg: LBConfig, ports: Sequence[PortLB]) -> dict[str, str]:
-    """The cluster LB: every VIP no Local policy keeps on a node."""
+def _cluster_vips(cfg: LBConfig, ports: Sequence[PortLB],
+                  view: Callable[[Sequence[Endpoint]], Sequence[Endpoint]] = tuple
+                  ) -> dict[str, str]:
+    """The cluster LB: every VIP no Local policy keeps on a node, its
+    endpoints as `view` gives them."""
     vips: dict[str, str] = {}
     for p in ports:
+        eps = view(p.endpoints)
         for ip in () if cfg.itp_local else cfg.cluster_ips:
-            vips[_vip(ip, p.port)] = _backends(p.endpoints, _family(ip))
+            vips[_vip(ip, p.port)] = _backends(eps, _family(ip))
         for ip in () if cfg.etp_local else cfg.external:
-            vips[_vip(ip, p.port)] = _backends(p.endpoints, _family(ip))
+            vips[_vip(ip, p.port)] = _backends(eps, _family(ip))
     return vips
 
 
@@ -372,7 +376,10 @@ def lb_rows(cfg: LBConfig, node_ips: Mapping[str, Sequence[str]],
     rows: list[Row] = []
     for proto in dict.fromkeys(p.protocol for p in cfg.ports):
         ports = [p for p in cfg.ports if p.protocol == proto]
-        vips = _cluster_vips(cfg, ports)
+        # On the gateway routers only (with host-network endpoints), the
+        # cluster LB reaches them as the node_router LBs do.
+        vips = _cluster_vips(cfg, ports, (lambda eps: _router_view(eps, node_ips, mgmt_ips))
+                             if host_eps else tuple)
         if vips:
             rows.append(_lb(cfg, proto, "cluster", None, vips, cfg.options, groups=[
                 names.CLUSTER_ROUTER_LB_GROUP if host_eps else names.CLUSTER_LB_GROUP]))
