@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from localcluster import realkubelet
 from localcluster.procs import Daemon, group_alive, pid_alive
 from localcluster.state import DaemonRecord
 
@@ -129,3 +131,81 @@ def raft_roles(c: Cluster, which: str) -> dict[str, str]:
     if not out:
         raise LookupError(f"cluster {c.s.name!r} has no raft members (up --db-replicas 3)")
     return out
+
+
+#: links of a node that live only as long as its processes do: the userspace
+#: datapath's tap devices (bridges, management port, ovs-netdev)
+_VOLATILE_LINKS = ("br-int", "br-ex", "ovs-netdev", "ovn-k8s-mp0")
+
+
+def restart_node(c: Cluster, node: str, down_for: float = 2.0) -> list[DaemonRecord]:
+    """The power cut of a worker: every process of the node goes at once (its
+    daemons and its pods' containers), and with them what a reboot takes: the
+    pods' network namespaces and veths, the datapath's tap devices, the
+    node's nftables ruleset. Then the node starts again, daemons in the order
+    `up` started them; its files (OVS database, kubelet and runtime state)
+    remain, as a disk does."""
+    from localcluster import netns as nets
+    from localcluster.cri.cleanup import kill_containers
+    from localcluster.procs import run
+    if node == c.s.control_plane:
+        raise ValueError(f"{node} is the control plane (it runs OVN central and the "
+                         "apiserver too); restart a worker")
+    recs = node_daemons(c, node)
+    for rec in recs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(rec.pid, signal.SIGKILL)
+    kill_containers(c.s.node_dir(node) / "cri")
+    for rec in recs:
+        kill(c, rec)
+    for ns in nets.list_netns(c.s.pod_netns_prefix(node)):
+        nets.delete_netns(ns)
+    ns = c.s.node_netns(node)
+    for link in _VOLATILE_LINKS:
+        if nets.link_index(link, ns) is not None:
+            nets.delete_link(link, ns)
+    run(["nft", "flush", "ruleset"], netns=ns, check=False)
+    time.sleep(down_for)
+    # The boot: OVS and the network first, since the node IP lives on br-ex
+    # and the kubelet exits if it cannot listen on it; then the runtime,
+    # which the kubelet exits without too.
+    by_name = {r.name: r for r in recs}
+    for name in BOOT_ORDER:
+        booting = by_name.get(name)
+        if booting is None:
+            continue
+        start(c, booting)
+        if name == "ovn-controller":
+            _wait_address(ns, c.s.node_ip(node), booting)
+        elif name == "cri-runtime":
+            _wait_serving(realkubelet.cri_socket_path(c.s.node_dir(node)), booting)
+    for rec in recs:
+        if rec.name not in BOOT_ORDER:
+            start(c, rec)
+    return recs
+
+
+#: the order a restarted node's daemons start in (restart_node)
+BOOT_ORDER = ("ovsdb-server", "ovs-vswitchd", "ovnkube-node", "ovn-controller", "cri-runtime",
+              "kubelet")
+
+
+def _wait_address(ns: str, ip: str, rec: DaemonRecord, timeout: float = 90.0) -> None:
+    from localcluster.procs import run
+    deadline = time.monotonic() + timeout
+    while f" {ip}/" not in run(["ip", "-o", "addr", "show"], netns=ns, check=False):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the node address {ip} did not come back within {timeout:.0f}s "
+                               f"(see {rec.log} and the node agent's log)")
+        time.sleep(0.2)
+
+
+def _wait_serving(sock: Path, rec: DaemonRecord, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_UNIX) as s, contextlib.suppress(OSError):
+            s.connect(str(sock))
+            return
+        if not pid_alive(rec.pid) or time.monotonic() > deadline:
+            raise RuntimeError(f"{rec.name} is not serving {sock} (see {rec.log})")
+        time.sleep(0.1)

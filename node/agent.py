@@ -8,6 +8,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node import host_nodeports, mgmt_nat, netlink, uninstall
@@ -41,6 +42,10 @@ from ovnkube.kubeclient import ResourceAPI
 log = logging.getLogger(__name__)
 
 MGMT_PORT = "ovn-k8s-mp0"
+#: br-ex's external_ids: the node addresses (and next hop) moved onto it, to
+#: put back when its device comes back bare, whether the apiserver answers or not
+MOVED_ADDRESSES = "ovnkube-node-addresses"
+MOVED_NEXT_HOP = "ovnkube-node-next-hop"
 GATEWAY_BRIDGE = "br-ex"
 
 
@@ -254,6 +259,8 @@ class Agent:
             log.info("%s already carries %s", GATEWAY_BRIDGE, uplink)
             if not info.addresses:
                 info = self._readdress_gateway_bridge(info)
+            elif not self._moved_addresses()[0]:  # moved by an agent that kept no record
+                self._record_moved_addresses(info.addresses, info.default_gw)
         else:
             info = netlink.read_uplink(uplink)
             if not info.addresses:
@@ -266,6 +273,7 @@ class Agent:
             netlink.wait_link(GATEWAY_BRIDGE, 30)
             netlink.configure_host_iface(GATEWAY_BRIDGE, info.mac, [], info.mtu, [])
             netlink.move_addresses(uplink, GATEWAY_BRIDGE, info.addresses, info.default_gw)
+            self._record_moved_addresses(info.addresses, info.default_gw)
             log.info("moved %s from %s to %s", ", ".join(map(str, info.addresses)), uplink,
                      GATEWAY_BRIDGE)
         netlink.isolate_uplink(uplink, info.mac)
@@ -275,19 +283,52 @@ class Agent:
 
     def _readdress_gateway_bridge(self, info: netlink.UplinkInfo) -> netlink.UplinkInfo:
         """br-ex came back without the node IP (the userspace datapath's bridge
-        device dies with ovs-vswitchd): put back what this node registered."""
-        assert self.kube is not None
-        raw = self.kube.node_annotations().get(L3_GATEWAY_CONFIG)
-        if raw is None:
-            raise ConfigError(f"{GATEWAY_BRIDGE} carries {self.opts.gateway_interface} but has "
-                              f"no address, and node {self.opts.node_name} has no "
-                              f"{L3_GATEWAY_CONFIG} to take it from")
-        cfg = L3GatewayConfig.parse(raw)
-        hop = next((h for h in cfg.next_hops if h.version == 4), None)
-        netlink.add_addresses(GATEWAY_BRIDGE, cfg.ip_addresses, hop)
-        log.info("put %s back on %s (from the node's %s)",
-                 ", ".join(map(str, cfg.ip_addresses)), GATEWAY_BRIDGE, L3_GATEWAY_CONFIG)
+        device dies with ovs-vswitchd, and with the node): put back what was
+        moved to it. The record on the bridge comes first: without the node
+        IP the apiserver may well be out of reach (a rebooted node); the
+        node's annotation serves bridges made before the record was kept."""
+        assert self.ovs is not None
+        addresses, hop = self._moved_addresses()
+        src = "the bridge's record"
+        if not addresses:
+            assert self.kube is not None
+            raw = self.kube.node_annotations().get(L3_GATEWAY_CONFIG)
+            if raw is None:
+                raise ConfigError(f"{GATEWAY_BRIDGE} carries {self.opts.gateway_interface} but "
+                                  f"has no address, and node {self.opts.node_name} has no "
+                                  f"{L3_GATEWAY_CONFIG} to take it from")
+            cfg = L3GatewayConfig.parse(raw)
+            addresses = list(cfg.ip_addresses)
+            hop = next((h for h in cfg.next_hops if h.version == 4), None)
+            src = f"the node's {L3_GATEWAY_CONFIG}"
+        # a device made again by ovs-vswitchd comes up down
+        netlink.configure_host_iface(GATEWAY_BRIDGE, info.mac, [], info.mtu, [])
+        netlink.add_addresses(GATEWAY_BRIDGE, addresses, hop)
+        self._record_moved_addresses(addresses, hop)
+        log.info("put %s back on %s (from %s)", ", ".join(map(str, addresses)),
+                 GATEWAY_BRIDGE, src)
         return netlink.read_uplink(GATEWAY_BRIDGE)
+
+    def _record_moved_addresses(self, addresses: Sequence[IPInterface],
+                                hop: IPAddress | None) -> None:
+        assert self.ovs is not None
+        self.ovs.bridge_set(GATEWAY_BRIDGE, external_ids={
+            MOVED_ADDRESSES: ",".join(map(str, addresses)),
+            MOVED_NEXT_HOP: str(hop) if hop is not None else ""})
+
+    def _moved_addresses(self) -> tuple[list[IPInterface], IPAddress | None]:
+        """What _record_moved_addresses kept on br-ex (nothing if malformed)."""
+        assert self.ovs is not None
+        ids = self.ovs.bridge_external_ids(GATEWAY_BRIDGE) or {}
+        try:
+            addresses = [ipaddress.ip_interface(a) for a in
+                         ids.get(MOVED_ADDRESSES, "").split(",") if a]
+            raw_hop = ids.get(MOVED_NEXT_HOP, "")
+            hop = ipaddress.ip_address(raw_hop) if raw_hop else None
+        except ValueError as e:
+            log.warning("ignoring %s's record of its addresses: %s", GATEWAY_BRIDGE, e)
+            return [], None
+        return addresses, hop
 
     # --- management port --------------------------------------------------
 

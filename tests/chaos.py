@@ -163,6 +163,7 @@ spec:
 kind: Pod
 metadata: {{name: {CLIENT}}}
 spec:
+  nodeName: {e.nodes[-1]}
   containers: [{{name: c, image: registry.k8s.io/e2e-test-images/agnhost:2.53,
                  args: [pause]}}]
 """, NS)

@@ -11,7 +11,7 @@ import pytest
 from localcluster import faults
 from tests.chaos import Chaos, assert_survived
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1500)]
 
 #: how long a killed daemon stays down: long enough that pods are created,
 #: annotated and wired meanwhile

@@ -12,7 +12,7 @@ from localcluster import faults
 from tests.chaos import Chaos, assert_survived, lease_holder
 from tests.e2e_helpers import wait_for
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1500)]
 
 
 def test_leading_master_killed_standby_takes_over(chaos_cluster: Chaos) -> None:

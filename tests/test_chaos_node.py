@@ -13,7 +13,7 @@ import pytest
 from localcluster import faults
 from tests.chaos import Chaos, assert_survived
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1500)]
 
 def kill_for(ch: Chaos, name: str, down_for: float) -> None:
     node = ch.e.nodes[0]
@@ -41,3 +41,12 @@ def test_vswitchd_killed_and_restarted(chaos_cluster: Chaos) -> None:
     assert_survived(chaos_cluster.run_fault(
         "ovs-vswitchd -9 on a worker, down 2 s",
         lambda: kill_for(chaos_cluster, "ovs-vswitchd", 2)))
+
+
+def test_worker_restarted(chaos_cluster: Chaos) -> None:
+    # A power cut: all of the worker's processes, its pods' namespaces and
+    # its datapath devices go; it boots again and its pods come back with
+    # networking (the client streams from the other worker).
+    assert_survived(chaos_cluster.run_fault(
+        "a worker restarted (all its processes), down 2 s",
+        lambda: faults.restart_node(chaos_cluster.c, chaos_cluster.e.nodes[0])))

@@ -17,7 +17,7 @@ from tests.chaos import Chaos, assert_survived
 from tests.conftest import need_kube, need_root
 from tests.e2e_helpers import E2E, wait_for
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1500)]
 
 DOWN_FOR = 10.0
 

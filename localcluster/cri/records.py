@@ -165,6 +165,11 @@ class Store:
                         # the runtime died during its set-up: the kubelet stops
                         # and removes a NOTREADY sandbox, with a CNI DEL
                         rec.setting_up, rec.ready = False, False
+                    if isinstance(rec, SandboxRecord) and rec.netns and not Path(
+                            f"/run/netns/{rec.netns}").exists():
+                        # its network namespace is gone (the node restarted):
+                        # NOTREADY, so the kubelet makes the pod a new sandbox
+                        rec.ready = False
                     table[rec.id] = rec
 
     def _path(self, rec: SandboxRecord | ContainerRecord) -> Path:
