@@ -84,8 +84,9 @@ def test_service_with_100_ports_and_1000_endpoints_per_slice() -> None:
         assert re.fullmatch(r"Service_n{63}/s{63}_(TCP|UDP)_[a-z_]+(_node-\d)?", lb.name)
         assert lb.external_ids["k8s.ovn.org/kind"] == "Service"
         assert all(isinstance(v, str) for v in lb.external_ids.values())
-    # Generous (measured 2.8 s on 2 busy cores; 21-26 s before addresses were parsed once).
-    assert took < 15, f"translation took {took:.1f}s"
+    # Not asserted (tests never judge wall-clock time): 2.8 s on 2 busy cores,
+    # 21-26 s before each endpoint address was parsed once.
+    print(f"translation of 100 ports x 1,000 endpoints: {took:.1f} s")
 
 
 def long_pod() -> tuple[dict[str, Any], PodNetwork]:
