@@ -444,3 +444,66 @@ spec:
     finally:
         e.kubectl("delete", "pod,svc", "-l", "udp=cycle", "--wait=false")
         e.kubectl("delete", "svc", "svb-udp", "--wait=false")
+
+
+def test_nodeport_with_a_host_network_endpoint_from_everywhere(env: Env) -> None:
+    """A NodePort Service whose one endpoint is a host-network pod on node 1
+    answers entered at node 1's own address (its gateway router owns that
+    address too) and at node 2's, from outside, from both hosts and from a
+    pod on each node, over TCP and UDP, and so does its external IP routed
+    to either node: each gateway router reaches the endpoint through node
+    1's management port (the upstream Networking Granular Checks spec
+    "should function for service endpoints using hostNetwork")."""
+    e = env.e
+    pod = f"""apiVersion: v1
+kind: Pod
+metadata: {{name: svb-hostnet, labels: {{e2e: services, hostnet: np}}}}
+spec:
+  nodeName: {env.n1}
+  hostNetwork: true
+  containers:
+  - name: agnhost
+    image: {AGNHOST}
+    args: ["netexec", "--http-port=18080", "--udp-port=18081"]
+    readinessProbe: {{httpGet: {{path: /healthz, port: 18080}}, periodSeconds: 1}}
+"""
+    ext = "192.0.2.51"  # as EXTERNAL_IP, another Service's
+    svc = service("svb-hostnet", {"hostnet": "np"}, type="NodePort",
+                  extra=f"  externalIPs: [{ext}]\n").replace(
+        "targetPort: 8080", "targetPort: 18080").replace("targetPort: 8081", "targetPort: 18081")
+    e.apply(pod + "---\n" + svc)
+    try:
+        e.ready_pods("hostnet=np", 1)
+        spec = json.loads(e.kubectl("get", "svc", "svb-hostnet", "-o", "json"))["spec"]
+        ports = {p["name"]: int(p["nodePort"]) for p in spec["ports"]}
+        clients = {"underlay": e.underlay_exec, f"{env.n1} host": _on_host(e, env.n1),
+                   f"{env.n2} host": _on_host(e, env.n2), "pod on n1": env.in_pod(env.client),
+                   "pod on n2": env.in_pod(env.two[0])}
+        want = {"tcp": [env.n1] * 3, "udp": [env.n1] * 3}
+        for target in (env.n1, env.n2):
+            ip = e.node_ip(target)
+            for name, where in clients.items():
+                seen: list[dict[str, list[str]]] = []
+
+                def answers(where: Callable[..., str] = where, ip: str = ip,
+                            seen: list[dict[str, list[str]]] = seen) -> bool:
+                    seen[:] = [env.probe(where, ip, ports["http"], ports["udp"], 3)]
+                    return seen[0] == want
+                try:
+                    wait_for(answers, 60, f"{ip} (node {target}) answering the {name}")
+                except AssertionError as err:
+                    raise AssertionError(f"{err}; last answers {seen}") from None
+            # The external IP, routed from outside to this node.
+            e.underlay_exec("ip", "route", "replace", f"{ext}/32", "via", ip)
+            try:
+                wait_for(lambda: env.probe(e.underlay_exec, ext, 80, 81, 3) == want, 30,
+                         f"{ext} routed to {target} answering")
+            finally:
+                e.underlay_exec("ip", "route", "del", f"{ext}/32")
+    finally:
+        e.kubectl("delete", "pod,svc", "-l", "hostnet=np", "--wait=false")
+        e.kubectl("delete", "svc", "svb-hostnet", "--wait=false")
+
+
+def _on_host(e: E2E, node: str) -> Callable[..., str]:
+    return lambda *c, timeout=30: e.node_exec(node, *c, timeout=timeout)
