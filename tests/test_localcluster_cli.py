@@ -41,3 +41,24 @@ def test_bad_pass_through_is_named(argv: list[str], msg: str) -> None:
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["exec", "--name", "c"]) == 2
     assert "give the pod" in capsys.readouterr().err
+
+
+def test_fault_commands_name_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
+    # kill/start/restart: a bad signal or an unknown cluster is named, and
+    # nothing is touched.
+    from localcluster.cli import _signal
+    assert _signal("term") == 15 and _signal("SIGKILL") == 9
+    with pytest.raises(ValueError, match="--signal 'BOGUS'"):
+        _signal("BOGUS")
+    assert main(["kill", "ovnnb_db", "--name", "nosuchclstr"]) == 1
+    assert "no cluster named 'nosuchclstr'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["restart", "--name", "x"])  # the daemon is required
+
+
+def test_up_refuses_bad_db_replicas() -> None:
+    from localcluster.cluster import Cluster
+    with pytest.raises(ValueError, match="--db-replicas 2"):
+        Cluster.create("nosuchclstr", 2, db_replicas=2)
+    with pytest.raises(ValueError, match="--db-replicas is for the OVN central"):
+        Cluster.create("nosuchclstr", 2, db_replicas=3, cni="none")
