@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from node import host_nodeports, mgmt_nat, netlink, uninstall
-from node.cniserver import BRIDGE, CniHandler, CniServer
+from node.cni_http import CniServer
+from node.cniserver import BRIDGE, CniHandler
 from node.conntrack import StaleUdpFlusher
 from node.gateway_flows import GatewayFlows
 from node.healthcheck import HealthChecks

@@ -1,5 +1,5 @@
-"""The node's CNI server: HTTP on a root-only unix socket, one request per
-CNI call forwarded by the shim (`{"env": {CNI_*}, "config": "<raw JSON>"}`).
+"""The node's CNI handler: what each CNI call forwarded by the shim does
+(`node.cni_request` parses the call, `node.cni_http` serves it on the socket).
 
 ADD waits for the master's pod annotation, plumbs a veth into the pod and the
 other end into br-int, waits for ovn-controller's `ovn-installed` and answers
@@ -10,40 +10,28 @@ Failures come back as CNI errors (HTTP 4xx/5xx with {code, msg, details}).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import socketserver
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 from cni.shim import (
     ERR_BAD_ANNOTATION,
     ERR_CHECK_FAILED,
-    ERR_DECODE,
-    ERR_INTERNAL,
     ERR_INVALID_CONFIG,
     ERR_INVALID_ENV,
-    ERR_LIMITED_CONNECTIVITY,
     ERR_NOT_AVAILABLE,
     ERR_OVN_INSTALLED_TIMEOUT,
     ERR_PLUMBING,
     ERR_TRY_AGAIN,
     ERR_UNKNOWN_CONTAINER,
-    ERR_UNSUPPORTED_FIELD,
-    MAX_CONFIG_BYTES,
     CniError,
-    check_env,
-    parse_cni_args,
-    parse_config,
     version_result,
 )
 from node import netlink
+from node.cni_request import CniRequest, Timings, build_result, short
 from node.kube import Kube, PodCache, PodGone
 from node.ovs import (
     ATTACHED_MAC,
@@ -64,130 +52,10 @@ log = logging.getLogger(__name__)
 BRIDGE = "br-int"
 
 
-@dataclass
-class CniRequest:
-    command: str
-    env: dict[str, str]
-    config: dict[str, Any]
-    args: dict[str, str]
-
-    @property
-    def container_id(self) -> str:
-        return self.env.get("CNI_CONTAINERID", "")
-
-    @property
-    def ifname(self) -> str:
-        return self.env.get("CNI_IFNAME", "")
-
-    @property
-    def netns(self) -> str:
-        return self.env.get("CNI_NETNS", "")
-
-    @property
-    def pod_namespace(self) -> str:
-        return self.args.get("K8S_POD_NAMESPACE", "")
-
-    @property
-    def pod_name(self) -> str:
-        return self.args.get("K8S_POD_NAME", "")
-
-    @property
-    def pod_uid(self) -> str:
-        return self.args.get("K8S_POD_UID", "")
-
-    @property
-    def version(self) -> str:
-        return str(self.config.get("cniVersion", "1.1.0"))
-
-    def __str__(self) -> str:
-        pod = f" {self.pod_namespace}/{self.pod_name}" if self.pod_name else ""
-        return f"{self.command} {self.container_id[:12]}{pod}".strip()
-
-
-# The largest request body: the config plus the CNI_* environment.
-MAX_REQUEST_BYTES = MAX_CONFIG_BYTES + (64 << 10)
-REQUEST_FIELDS = ("env", "config")
-
-
-def _short(value: object, limit: int = 100) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def parse_request(body: bytes) -> CniRequest:
-    """The shim's request, checked with the same rules the shim applies."""
-    if len(body) > MAX_REQUEST_BYTES:
-        raise CniError(ERR_INVALID_CONFIG, f"request to the CNI server is {len(body)} bytes, "
-                       f"more than {MAX_REQUEST_BYTES}")
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as e:
-        raise CniError(ERR_DECODE, f"bad request to the CNI server: not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise CniError(ERR_DECODE, f"bad request to the CNI server: {_short(data)} is not an "
-                       "object with env and config")
-    unknown = sorted(k for k in data if k not in REQUEST_FIELDS)
-    if unknown:
-        raise CniError(ERR_UNSUPPORTED_FIELD, "bad request to the CNI server: unsupported "
-                       "field " + ", ".join(f"{k!r}={_short(data[k])}" for k in unknown[:5]))
-    env, raw = data.get("env"), data.get("config")
-    if not isinstance(env, dict):
-        raise CniError(ERR_DECODE, f"bad request to the CNI server: env {_short(env)} is not "
-                       "an object")
-    if not isinstance(raw, str):
-        raise CniError(ERR_DECODE, f"bad request to the CNI server: config {_short(raw)} is "
-                       "not a string")
-    bad = [k for k, v in env.items() if not isinstance(v, str)]
-    if bad:
-        raise CniError(ERR_INVALID_ENV, f"bad request to the CNI server: env {bad[0]!r}="
-                       f"{_short(env[bad[0]])} is not a string")
-    command = check_env(env)
-    if command == "VERSION":
-        return CniRequest(command, env, {"cniVersion": "1.1.0"}, {})
-    conf = parse_config(raw)
-    return CniRequest(command, env, conf, parse_cni_args(env.get("CNI_ARGS", "")))
-
-
 def host_ifname(container_id: str) -> str:
     """The host end of the pod's veth, named from the container id as
     ovn-kubernetes does."""
     return container_id[:15]
-
-
-def build_result(req: CniRequest, net: PodNetwork, iface: netlink.PodIface) -> dict[str, Any]:
-    ips: list[dict[str, Any]] = []
-    for a in net.ip_addresses:
-        entry: dict[str, Any] = {"address": str(a), "interface": 1}
-        gw = next((g for g in net.gateway_ips if g.version == a.version), None)
-        if gw is not None:
-            entry["gateway"] = str(gw)
-        if req.version == "0.4.0":
-            entry["version"] = str(a.version)
-        ips.append(entry)
-    routes = [{"dst": "0.0.0.0/0" if g.version == 4 else "::/0", "gw": str(g)}
-              for g in net.gateway_ips]
-    routes += [{"dst": str(r.dest), "gw": str(r.next_hop)} for r in net.routes]
-    return {
-        "cniVersion": req.version,
-        "interfaces": [
-            {"name": iface.host_ifname, "mac": iface.host_mac},
-            {"name": req.ifname, "mac": iface.pod_mac, "sandbox": req.netns},
-        ],
-        "ips": ips,
-        "routes": routes,
-        "dns": {},
-    }
-
-
-@dataclass
-class Timings:
-    annotation: float = 0.0
-    plumbing: float = 0.0
-    ovn_installed: float = 0.0
-
-    def header(self) -> str:
-        return (f"annotation={self.annotation * 1000:.1f}ms plumbing={self.plumbing * 1000:.1f}ms "
-                f"ovn-installed={self.ovn_installed * 1000:.1f}ms")
 
 
 @dataclass
@@ -388,7 +256,7 @@ class CniHandler:
         for key in ("interfaces", "ips", "routes"):
             items = prev.get(key) or []
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-                raise CniError(ERR_INVALID_CONFIG, f"CHECK: prevResult {key} {_short(items)} is "
+                raise CniError(ERR_INVALID_CONFIG, f"CHECK: prevResult {key} {short(items)} is "
                                "not a list of objects")
         ifaces = prev.get("interfaces") or []
         idx = next((i for i, itf in enumerate(ifaces) if isinstance(itf, dict)
@@ -454,129 +322,3 @@ class CniHandler:
                 netns = p.external_ids.get(CNI_NETNS, "")
                 if netns and ifname:
                     netlink.delete_pod_iface(netns, ifname)
-
-
-# --- HTTP ---------------------------------------------------------------------
-
-# The HTTP status of a CNI error (the shim relays the CNI error either way):
-# the spec's codes 1-7 (below 10) mean the caller's request is wrong; try again
-# and not available mean come back later; the rest are ours.
-_FIRST_NON_CALLER_CODE = 10
-_UNAVAILABLE_CODES = (ERR_TRY_AGAIN, ERR_NOT_AVAILABLE, ERR_LIMITED_CONNECTIVITY)
-
-
-class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    request_queue_size = 256
-    handler: CniHandler
-
-
-# A too large request is read and dropped up to this much, then the connection closed.
-_MAX_DRAINED_BYTES = 64 << 20
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.0"
-    # A client that stops sending (or never sends the body it announced) loses
-    # its connection after this long instead of holding a thread forever.
-    timeout = 30.0
-
-    def address_string(self) -> str:
-        return "unix"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
-
-    def _send(self, status: int, body: dict[str, Any] | None, headers: dict[str, str]) -> None:
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        why = self.server.handler.not_ready()
-        if self.path == "/alive":
-            self._send(200, {"alive": True}, {})
-        elif self.path == "/ready":
-            self._send(503 if why else 200, {"ready": not why, "reason": why}, {})
-        else:
-            self._send(404, {"error": f"no such path {self.path!r}"}, {})
-
-    def _read_body(self) -> bytes:
-        """The request body, at most MAX_REQUEST_BYTES of it in memory; a
-        CniError for a bad or too large Content-Length (a too large body is
-        read and dropped, up to a bound, so the client reads the answer)."""
-        raw = self.headers.get("Content-Length") or "0"
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            raise CniError(ERR_DECODE, f"bad request to the CNI server: Content-Length "
-                           f"{_short(raw)} is not a byte count") from None
-        if length > MAX_REQUEST_BYTES:
-            self.close_connection = True
-            left = min(length, _MAX_DRAINED_BYTES)
-            while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
-                left -= len(chunk)
-            raise CniError(ERR_INVALID_CONFIG, f"request to the CNI server is {length} bytes, "
-                           f"more than {MAX_REQUEST_BYTES}")
-        body = self.rfile.read(length)
-        if len(body) < length:
-            raise CniError(ERR_DECODE, f"bad request to the CNI server: got {len(body)} of "
-                           f"{length} bytes")
-        return body
-
-    def do_POST(self) -> None:
-        timings = Timings()
-        req: CniRequest | None = None
-        try:
-            req = parse_request(self._read_body())
-            result = self.server.handler.handle(req, timings)
-            self._send(200, result, {"X-CNI-Timings": timings.header()})
-        except CniError as e:
-            log.warning("%s: CNI error %d: %s", req or "request", e.code, e.msg)
-            status = (400 if e.code < _FIRST_NON_CALLER_CODE else
-                      503 if e.code in _UNAVAILABLE_CODES else 500)
-            self._send(status, e.to_json(req.version if req else "1.1.0"), {})
-        except Exception as e:
-            log.exception("%s: internal error", req or "request")
-            err = CniError(ERR_INTERNAL, f"ovnkube node internal error: {e}")
-            self._send(500, err.to_json(req.version if req else "1.1.0"), {})
-
-
-class CniServer:
-    """The HTTP server on the unix socket, served from a thread."""
-
-    def __init__(self, path: Path, handler: CniHandler) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.parent.chmod(0o700)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        old = os.umask(0o077)
-        try:
-            self.server = _Server(str(path), _RequestHandler)
-        finally:
-            os.umask(old)
-        path.chmod(0o600)
-        self.server.handler = handler
-        self.thread = threading.Thread(target=self.server.serve_forever, name="cni-server",
-                                       kwargs={"poll_interval": 0.2}, daemon=True)
-
-    def start(self) -> CniServer:
-        self.thread.start()
-        log.info("CNI server listening on %s", self.path)
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()

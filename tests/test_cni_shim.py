@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from cni.shim import CniError
-from node.cniserver import CniRequest, CniServer, Timings, build_result, parse_request
+from node.cni_http import CniServer
+from node.cni_request import CniRequest, Timings, build_result, parse_request
 from node.install import install_conflist, install_shim
 from node.netlink import PodIface
 from ovnkube.annotations import PodNetwork

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 from cni import shim as cni_shim
 from cni.shim import COMMANDS, CniError, post
 from node import netlink
-from node.cniserver import MAX_REQUEST_BYTES, CniRequest, CniServer, Timings, parse_request
+from node.cni_http import CniServer
+from node.cni_request import MAX_REQUEST_BYTES, CniRequest, Timings, parse_request
 
 SHIM = Path(__file__).resolve().parent.parent / "cni" / "shim.py"
 CONF = {"cniVersion": "1.1.0", "name": "ovn-kubernetes", "type": "ovn-k8s-cni-overlay"}
