@@ -200,14 +200,17 @@ spec:
         ck = Check()
         pods = json.loads(e.kubectl("get", "pods", "-A", "-o", "json"))["items"]
         existing = {f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods}
+        # A terminating pod may have lost its port already (the master lets it
+        # go at the deletion); its address still counts among the held ones.
         running = [p for p in pods if p["status"].get("phase") == "Running"
                    and not p["spec"].get("hostNetwork")]
-        ck.pods = len(running)
+        serving = [p for p in running if "deletionTimestamp" not in p["metadata"]]
+        ck.pods = len(serving)
         holders: dict[str, list[str]] = {}
         for p in running:
             key = f"{p['metadata']['namespace']}/{p['metadata']['name']}"
             ips = [a["ip"] for a in p["status"].get("podIPs", [])]
-            if len(ips) != 1:
+            if len(ips) != 1 and p in serving:
                 ck.addressless.append(f"{key} {ips}")
             for ip in ips:
                 holders.setdefault(ip, []).append(key)
@@ -238,7 +241,7 @@ spec:
                     ck.leaked.append(f"{table} {row.get('name', '')} ({kind} {owner})")
                 if table == "Logical_Switch_Port" and kind == "Pod":
                     ports[str(owner)] = ports.get(str(owner), 0) + 1
-        for p in running:
+        for p in serving:
             key = f"{p['metadata']['namespace']}/{p['metadata']['name']}"
             if ports.get(key, 0) != 1:
                 ck.portless.append(f"{key}: {ports.get(key, 0)} ports")
