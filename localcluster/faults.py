@@ -116,18 +116,10 @@ def raft_roles(c: Cluster, which: str) -> dict[str, str]:
     """Each raft member of the NB ("nb") or SB ("sb") of a cluster made with
     --db-replicas: daemon name -> its role ("leader", "follower"; "" if it
     does not answer or has not joined)."""
-    from localcluster.procs import run
-    dbname = "OVN_Northbound" if which == "nb" else "OVN_Southbound"
-    out: dict[str, str] = {}
-    for rec in c.s.daemons:
-        if not rec.name.startswith(f"ovn{which}_db-"):
-            continue
-        ctl = Path(c.s.dir) / "central" / f"{rec.name}.ctl"
-        st = run(["ovs-appctl", "-t", str(ctl), "cluster/status", dbname], check=False,
-                 timeout=10) if pid_alive(rec.pid) else ""
-        role = next((ln.split(":", 1)[1].strip() for ln in st.splitlines()
-                     if ln.startswith("Role:")), "")
-        out[rec.name] = role if "Status: cluster member" in st else ""
+    from localcluster.ovn import raft_role
+    out = {rec.name: raft_role(Path(c.s.dir) / "central" / f"{rec.name}.ctl", which)
+           if pid_alive(rec.pid) else ""
+           for rec in c.s.daemons if rec.name.startswith(f"ovn{which}_db-")}
     if not out:
         raise LookupError(f"cluster {c.s.name!r} has no raft members (up --db-replicas 3)")
     return out

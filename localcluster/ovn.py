@@ -51,6 +51,17 @@ def _ovsdb_server(name: str, db: Path, sock: Path, workdir: Path, netns: str | N
                   env={"OVS_RUNDIR": str(workdir), "OVS_DBDIR": str(workdir)})
 
 
+def raft_role(ctl: Path, which: str) -> str:
+    """The raft role ("leader", "follower", ...) of the NB ("nb") or SB ("sb")
+    member behind control socket `ctl`; "" if it does not answer or has not
+    joined."""
+    dbname = "OVN_Northbound" if which == "nb" else "OVN_Southbound"
+    out = run(["ovs-appctl", "-t", str(ctl), "cluster/status", dbname], check=False,
+              timeout=10)
+    m = re.search(r"^Role: (\w+)", out, re.M)
+    return m.group(1) if m and "Status: cluster member" in out else ""
+
+
 @dataclass
 class OvnCentral:
     """NB and SB ovsdb-servers plus ovn-northd.
@@ -173,15 +184,8 @@ class OvnCentral:
     def raft_roles(self, which: str) -> list[str]:
         """Each member's raft role ("leader", "follower", ...; "" if it does not
         answer or has not joined)."""
-        dbname = "OVN_Northbound" if which == "nb" else "OVN_Southbound"
-        roles = []
-        for i in range(self.replicas):
-            ctl = self.workdir / f"{self.member_name(which, i)}.ctl"
-            out = run(["ovs-appctl", "-t", str(ctl), "cluster/status", dbname],
-                      check=False, timeout=10)
-            m = re.search(r"^Role: (\w+)", out, re.M)
-            roles.append(m.group(1) if m and "Status: cluster member" in out else "")
-        return roles
+        return [raft_role(self.workdir / f"{self.member_name(which, i)}.ctl", which)
+                for i in range(self.replicas)]
 
     def start_northd(self) -> Daemon:
         d = self.daemons.start(Daemon(

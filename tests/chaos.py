@@ -253,9 +253,7 @@ spec:
                            timeout=3)
                 except subprocess.SubprocessError:
                     ck.unanswered.append(f"{node} {name} {vip}")
-        lease = json.loads(e.kubectl("-n", "kube-system", "get", "lease",
-                                     "ovn-kubernetes-master", "-o", "json"))
-        ck.leader = lease["spec"].get("holderIdentity") or ""
+        ck.leader = lease_holder(e)
         ck.leaders = self.leading_masters()
         return ck
 
