@@ -27,6 +27,7 @@ from typing import Any
 from localcluster.faults import RESTART_MARK
 from localcluster.procs import pid_alive
 from tests.e2e_helpers import E2E, netexec_deployment, wait_for
+from tests.nblog import nb_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "_output" / "chaos" / "results.jsonl"
@@ -231,14 +232,14 @@ spec:
                                                   "json"))["items"]}
         nodes = set(self.c.s.all_nodes)
         for table in OWNED_TABLES:
-            for row in self._rows(table):
+            for row in nb_table(self.c, table, "external_ids"):
                 ids = row["external_ids"]
                 kind, owner = ids.get("k8s.ovn.org/owner-type"), ids.get("k8s.ovn.org/owner")
                 gone = ((kind == "Pod" and owner not in existing)
                         or (kind == "Service" and owner not in service_keys)
                         or (kind == "Node" and owner not in nodes))
                 if gone:
-                    ck.leaked.append(f"{table} {row.get('name', '')} ({kind} {owner})")
+                    ck.leaked.append(f"{table} {ids.get('k8s.ovn.org/id', '')} ({kind} {owner})")
                 if table == "Logical_Switch_Port" and kind == "Pod":
                     ports[str(owner)] = ports.get(str(owner), 0) + 1
         for p in serving:
@@ -269,18 +270,6 @@ spec:
             if events and events[-1][1] == "became leader":
                 out.append(events[-1][0])
         return sorted(out)
-
-    def _rows(self, table: str) -> list[dict[str, Any]]:
-        out = json.loads(self.c.nbctl("--format=json", "--columns=_uuid,external_ids",
-                                      "list", table))
-        heads = out["headings"]
-        rows = []
-        for r in out["data"]:
-            d = dict(zip(heads, r, strict=True))
-            d["external_ids"] = dict(d["external_ids"][1])
-            d["name"] = d["external_ids"].get("k8s.ovn.org/id", "")
-            rows.append(d)
-        return rows
 
     def held(self, services: tuple[str, ...] = (STEADY, SCALE), timeout: float = 90
              ) -> Check:

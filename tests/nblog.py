@@ -10,7 +10,7 @@ import re
 import subprocess
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from localcluster.ovn import OvnCentral
 
@@ -26,7 +26,13 @@ def _ovs_value(v: Any) -> Any:
     return v
 
 
-def nb_table(central: OvnCentral, table: str, columns: str) -> list[dict[str, Any]]:
+class Nbctl(Protocol):
+    """What runs ovn-nbctl: an OvnCentral, or a local cluster (Cluster)."""
+
+    def nbctl(self, *args: str) -> str: ...
+
+
+def nb_table(central: Nbctl, table: str, columns: str) -> list[dict[str, Any]]:
     out = json.loads(central.nbctl("--format=json", f"--columns={columns}", "list", table))
     return [{h: _ovs_value(c) for h, c in zip(out["headings"], row, strict=True)}
             for row in out["data"]]
